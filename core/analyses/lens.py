@@ -1,0 +1,170 @@
+"""The Lens analysis: per layer x position top-k, target ranks, entropy and KL, as tidy frames.
+
+The same frames feed the Lens page's charts and tables, its downloads and ``python -m core lens``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from core.lenses import Lens, LogitLens
+from core.stats import LensStats, lens_stats
+from core.trace import ModelSession, Trace
+
+LENS_COLUMNS = ["layer", "position", "token", "top_tokens", "top_probs", "target", "target_rank",
+                "target_prob", "entropy", "kl_to_final"]
+
+
+@dataclass(frozen=True)
+class TargetChoice:
+    """A user-typed target resolved to one token id; ``note`` explains any choice made for the user."""
+
+    text: str
+    token_id: int
+    token: str
+    note: str = ""
+
+
+def resolve_target(session: ModelSession, text: str) -> TargetChoice:
+    """Turn typed text into one token id. Several tokens -> the first, with a note saying so."""
+    if text is None or text == "":
+        raise ValueError("The target is empty: type a token such as ' Paris' (mind the leading space).")
+    ids = session.tokenizer(text, add_special_tokens=False).input_ids
+    if not ids:
+        raise ValueError(f"The target {text!r} produced no tokens.")
+    pieces = [session.vocab_strings()[i] for i in ids]
+    note = ""
+    if len(ids) > 1:
+        note = (f"{text!r} is {len(ids)} tokens ({', '.join(repr(p) for p in pieces)}); "
+                f"using the first, {pieces[0]!r}.")
+    return TargetChoice(text=text, token_id=int(ids[0]), token=pieces[0], note=note)
+
+
+@dataclass(frozen=True)
+class LensResult:
+    """One prompt under one lens: the trace's tokens, the raw statistics and the tidy frame."""
+
+    tokens: tuple[str, ...]
+    stats: LensStats
+    frame: pd.DataFrame  # one row per (layer, position); columns LENS_COLUMNS
+    targets: pd.DataFrame  # one row per (layer, position, target)
+    notes: tuple[str, ...] = ()
+
+
+def run_lens(session: ModelSession, prompt: str, lens: Lens | None = None, top_k: int = 10,
+             targets: list[str] | None = None, layers: list[int] | None = None,
+             trace: Trace | None = None) -> LensResult:
+    """Trace ``prompt`` once and reduce it under ``lens`` (default: logit lens)."""
+    if not 1 <= int(top_k) <= 100:
+        raise ValueError("Top-k must be between 1 and 100.")
+    trace = trace or session.trace(prompt)
+    choices = [resolve_target(session, t) for t in (targets or [])]
+    ids = [c.token_id for c in choices] or None
+    stats = lens_stats(session, trace, lens or LogitLens(session.adapter), top_k=top_k, targets=ids,
+                       layers=layers)
+    vocab = session.vocab_strings()
+    return LensResult(
+        tokens=trace.tokens,
+        stats=stats,
+        frame=lens_frame(stats, trace.tokens, vocab),
+        targets=targets_frame(stats, trace.tokens, vocab),
+        notes=tuple(c.note for c in choices if c.note),
+    )
+
+
+def lens_frame(stats: LensStats, tokens: tuple[str, ...], vocab: list[str]) -> pd.DataFrame:
+    """One row per (layer, position), with the *first* target's rank and probability."""
+    n_layer, n_pos, _ = stats.top_ids.shape
+    layer = np.repeat(stats.layers, n_pos)
+    position = np.tile(np.arange(n_pos), n_layer)
+    top_ids = stats.top_ids.reshape(n_layer * n_pos, -1)
+    top_probs = stats.top_probs.reshape(n_layer * n_pos, -1)
+    target_ids = np.tile(stats.target_ids[:, 0], n_layer)
+    return pd.DataFrame({
+        "layer": layer,
+        "position": position,
+        "token": [tokens[p] for p in position],
+        "top_tokens": [[vocab[i] for i in row] for row in top_ids],
+        "top_probs": [[round(float(p), 6) for p in row] for row in top_probs],
+        "target": [vocab[i] for i in target_ids],
+        "target_rank": stats.target_rank[..., 0].reshape(-1),
+        "target_prob": stats.target_prob[..., 0].reshape(-1).astype(float),
+        "entropy": stats.entropy.reshape(-1).astype(float),
+        "kl_to_final": stats.kl_to_final.reshape(-1).astype(float),
+    })
+
+
+def targets_frame(stats: LensStats, tokens: tuple[str, ...], vocab: list[str]) -> pd.DataFrame:
+    """One row per (layer, position, target): rank and probability of every target."""
+    n_layer, n_pos, n_t = stats.target_rank.shape
+    grid = np.stack(np.meshgrid(np.arange(n_layer), np.arange(n_pos), np.arange(n_t), indexing="ij"), -1)
+    li, pi, ti = grid.reshape(-1, 3).T
+    return pd.DataFrame({
+        "layer": stats.layers[li],
+        "position": pi,
+        "token": [tokens[p] for p in pi],
+        "target": [vocab[stats.target_ids[p, t]] for p, t in zip(pi, ti)],
+        "target_rank": stats.target_rank[li, pi, ti],
+        "target_prob": stats.target_prob[li, pi, ti].astype(float),
+    })
+
+
+def align_positions(tokens_a: tuple[str, ...], tokens_b: tuple[str, ...]) -> list[tuple[int, int]]:
+    """Pairs (pos_a, pos_b) of positions that correspond between two tokenised prompts.
+
+    Equal runs pair up; replaced runs of equal length pair one to one; the last positions (where the
+    next token is predicted) always pair.
+    """
+    pairs: list[tuple[int, int]] = []
+    matcher = difflib.SequenceMatcher(a=list(tokens_a), b=list(tokens_b), autojunk=False)
+    for op, a0, a1, b0, b1 in matcher.get_opcodes():
+        if op == "equal" or (op == "replace" and a1 - a0 == b1 - b0):
+            pairs.extend(zip(range(a0, a1), range(b0, b1)))
+    last = (len(tokens_a) - 1, len(tokens_b) - 1)
+    if last not in pairs:
+        pairs = [p for p in pairs if p[0] != last[0] and p[1] != last[1]] + [last]
+    return pairs
+
+
+def compare_frames(a: LensResult, b: LensResult) -> pd.DataFrame:
+    """What changed from prompt A to prompt B at each layer and aligned position.
+
+    Columns: layer, position_a, position_b, token_a, token_b, top1_a, top1_b, top1_changed,
+    target_prob_a, target_prob_b, delta_target_prob, delta_entropy, delta_kl_to_final.
+    Both results must use the same targets (the default final top-1 targets are per prompt).
+    """
+    pairs = pd.DataFrame(align_positions(a.tokens, b.tokens), columns=["position_a", "position_b"])
+    keep = ["layer", "position", "token", "top_tokens", "target_prob", "entropy", "kl_to_final"]
+    fa = a.frame[keep].rename(columns=lambda c: c if c == "layer" else f"{c}_a")
+    fb = b.frame[keep].rename(columns=lambda c: c if c == "layer" else f"{c}_b")
+    out = pairs.merge(fa, on="position_a").merge(fb, on=["layer", "position_b"])
+    out["top1_a"] = out.pop("top_tokens_a").str[0]
+    out["top1_b"] = out.pop("top_tokens_b").str[0]
+    out["top1_changed"] = out.top1_a != out.top1_b
+    out["delta_target_prob"] = out.target_prob_b - out.target_prob_a
+    out["delta_entropy"] = out.pop("entropy_b") - out.pop("entropy_a")
+    out["delta_kl_to_final"] = out.pop("kl_to_final_b") - out.pop("kl_to_final_a")
+    cols = ["layer", "position_a", "position_b", "token_a", "token_b", "top1_a", "top1_b", "top1_changed",
+            "target_prob_a", "target_prob_b", "delta_target_prob", "delta_entropy", "delta_kl_to_final"]
+    return out[cols].sort_values(["layer", "position_b"]).reset_index(drop=True)
+
+
+def first_layer_reaching(frame: pd.DataFrame, position: int, rank: int = 1) -> int | None:
+    """Earliest layer at which the target's rank is <= ``rank`` (None if never)."""
+    sub = frame[(frame.position == position) & (frame.target_rank <= rank)]
+    return int(sub.layer.min()) if len(sub) else None
+
+
+def settling_layer(frame: pd.DataFrame, position: int, rank: int = 1) -> int | None:
+    """Earliest layer from which the target stays at rank <= ``rank`` through the last layer."""
+    sub = frame[frame.position == position].sort_values("layer")
+    ok = (sub.target_rank <= rank).to_numpy()
+    if not ok[-1]:
+        return None
+    bad = np.flatnonzero(~ok)
+    return int(sub.layer.iloc[bad[-1] + 1]) if bad.size else int(sub.layer.iloc[0])
+
