@@ -128,7 +128,7 @@ class ModelSession:
             raise ValueError(f"Unknown capture {sorted(unknown)}; choose from {CAPTURABLE}.")
         ids = self.tokenize(prompt) if isinstance(prompt, str) else prompt
         cap = _Capture()
-        with self.lock, torch.no_grad(), self._hooks(cap, capture):
+        with self.lock, torch.no_grad(), self._hooks(cap, capture, ids.numel()):
             out = self.model(ids[None].to(self.device), output_attentions="attn_patterns" in capture)
         return self._build_trace(ids, cap, capture, out)
 
@@ -156,13 +156,14 @@ class ModelSession:
         )
 
     @contextmanager
-    def _hooks(self, cap: _Capture, capture: tuple[str, ...]) -> Iterator[None]:
+    def _hooks(self, cap: _Capture, capture: tuple[str, ...], n_pos: int) -> Iterator[None]:
         """Register the capture hooks; remove them however the pass ends."""
         handles = []
         adapter = self.adapter
 
         def keep(store: dict[int, torch.Tensor], layer: int, tensor: torch.Tensor) -> None:
-            store[layer] = tensor[0].detach().float().cpu().clone()  # drop batch: [pos, ...]
+            # [batch, pos, d] or, as in OPT's MLP, flattened [batch*pos, d] -> [pos, d]
+            store[layer] = tensor.reshape(-1, n_pos, tensor.shape[-1])[0].detach().float().cpu().clone()
 
         def on_embed(_module, args, kwargs):
             hidden = args[0] if args else kwargs["hidden_states"]

@@ -57,13 +57,17 @@ class LensResult:
 
 def run_lens(session: ModelSession, prompt: str, lens: Lens | None = None, top_k: int = 10,
              targets: list[str] | None = None, layers: list[int] | None = None,
-             trace: Trace | None = None) -> LensResult:
-    """Trace ``prompt`` once and reduce it under ``lens`` (default: logit lens)."""
+             trace: Trace | None = None, target_ids: list[int] | None = None) -> LensResult:
+    """Trace ``prompt`` once and reduce it under ``lens`` (default: logit lens).
+
+    Targets are typed strings (``targets``, each resolved to one token) and/or token ids (``target_ids``);
+    with neither, each position's target is the model's final top-1 there.
+    """
     if not 1 <= int(top_k) <= 100:
         raise ValueError("Top-k must be between 1 and 100.")
     trace = trace or session.trace(prompt)
     choices = [resolve_target(session, t) for t in (targets or [])]
-    ids = [c.token_id for c in choices] or None
+    ids = [c.token_id for c in choices] + [int(i) for i in (target_ids or [])] or None
     stats = lens_stats(session, trace, lens or LogitLens(session.adapter), top_k=top_k, targets=ids,
                        layers=layers)
     vocab = session.vocab_strings()

@@ -1,0 +1,224 @@
+"""Benchmark: Layerscope's chunked lens statistics against tuned-lens's ``PredictionTrajectory``.
+
+Both compute, for every layer x position of the bundled SmolLM2-135M on real Wikipedia text (gensim's
+bundled enwiki dump), the logit lens's max probability, entropy, forward KL -- KL(final || layer), i.e.
+sum p_final * (log p_final - log p_layer), the direction of tuned-lens's ``forward_kl`` and of Layerscope's
+``kl_to_final`` -- cross-entropy of the next token and a target rank. Each implementation runs in its own
+subprocess; we time the statistics (model load excluded) and read the process's peak RSS (VmHWM).
+
+Rank targets: tuned-lens takes one target array ([pos]) for both ``rank`` and ``cross_entropy``, so the
+timed tuned-lens run ranks the next token; ``core.stats.lens_stats`` takes position-independent targets
+(or None: the final layer's top-1), so Layerscope ranks the final top-1. The work is the same; the
+agreement check compares ranks with tuned-lens's targets set to the final top-1.
+
+    .venv/bin/python bench/lens.py [--tokens 256] [--long-tokens 2048] [--skip-tuned-lens]
+
+Progress goes to stderr; stdout's last line holds every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bz2
+import json
+import logging
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+WIKI = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
+TUNED_LENS_MAX_BYTES = 20 * 2**30  # address-space guard: fail with MemoryError, not the OOM killer
+RTOL, ATOL = 1e-3, 1e-4  # agreement of entropy / KL / CE / max prob (ATOL for values near 0, e.g. KL)
+RANK_EPS = 1e-5  # log-probs this close to the target's count as ties (order may differ by rounding)
+log = logging.getLogger("bench.lens")
+
+
+def peak_rss_gb() -> float:
+    """This process's peak resident set size (VmHWM) in GB, falling back to ru_maxrss."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024 / 1e9
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
+
+
+def wiki_ids(tokenizer: Any, n_tokens: int) -> list[int]:
+    """Exactly ``n_tokens`` ids: the start of the first bundled Wikipedia article that has that many."""
+    from gensim.corpora.wikicorpus import extract_pages, filter_wiki
+    from gensim.test.utils import datapath
+
+    with bz2.BZ2File(datapath(WIKI)) as dump:
+        for title, markup, _ in extract_pages(dump):
+            text = filter_wiki(markup).strip()
+            if text.startswith("#REDIRECT") or len(text) < n_tokens:
+                continue
+            ids = tokenizer(text).input_ids
+            if len(ids) >= n_tokens:
+                log.info("text: %r, first %d of %d tokens", title, n_tokens, len(ids))
+                return [int(i) for i in ids[:n_tokens]]
+    raise ValueError(f"No bundled Wikipedia article has {n_tokens} tokens.")
+
+
+def _session() -> Any:
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    from core.models import ModelSpec
+    from core.trace import ModelSession
+
+    hf_logging.disable_progress_bar()
+    torch.manual_seed(0)
+    return ModelSession.load(ModelSpec())
+
+
+def layerscope_stats(session: Any, ids: list[int]) -> Any:
+    """One forward pass, then every statistic in one chunked pass over layers x positions."""
+    import torch
+
+    from core.stats import lens_stats
+
+    trace = session.trace(torch.tensor(ids))
+    return lens_stats(session, trace, targets=None)  # rank target: the final layer's top-1
+
+
+def tuned_lens_stats(session: Any, ids: list[int], targets: list[int]) -> tuple[Any, dict[str, np.ndarray]]:
+    """tuned-lens's logit-lens trajectory and its five statistics ([layer+1, pos] each)."""
+    from tuned_lens.nn import LogitLens
+    from tuned_lens.plotting import PredictionTrajectory
+
+    traj = PredictionTrajectory.from_lens_and_model(
+        lens=LogitLens.from_model(session.model), model=session.model, input_ids=ids,
+        tokenizer=session.tokenizer, targets=targets)
+    stats = {name: getattr(traj, name)().stats
+             for name in ("rank", "entropy", "forward_kl", "cross_entropy", "max_probability")}
+    return traj, stats
+
+
+def next_token_targets(ids: list[int]) -> list[int]:
+    """[pos] the next token; the last position has none, so it gets its own id (ignored in checks)."""
+    return ids[1:] + ids[-1:]
+
+
+def check(n_tokens: int) -> dict[str, Any]:
+    """Run both on ``n_tokens`` tokens and compare every statistic; raise AssertionError on mismatch."""
+    session = _session()
+    ids = wiki_ids(session.tokenizer, n_tokens)
+    ours = layerscope_stats(session, ids)
+    traj, theirs = tuned_lens_stats(session, ids, next_token_targets(ids))
+    pairs = {
+        "entropy": (ours.entropy, theirs["entropy"]),
+        "forward_kl": (ours.kl_to_final, theirs["forward_kl"]),
+        "cross_entropy": (ours.next_token_ce[:, :-1], theirs["cross_entropy"][:, :-1]),
+        "max_probability": (ours.top_probs[..., 0], theirs["max_probability"]),
+    }
+    report: dict[str, Any] = {"tokens": n_tokens, "shape": list(ours.entropy.shape)}
+    for name, (a, b) in pairs.items():
+        assert a.shape == b.shape, f"{name}: shapes {a.shape} vs {b.shape}"
+        err = np.abs(a.astype(np.float64) - b)
+        report[name] = {"max_abs": float(err.max()), "max_rel": float((err / np.maximum(np.abs(b), ATOL)).max())}
+        assert np.allclose(a, b, rtol=RTOL, atol=ATOL), f"{name} disagrees: {report[name]}"
+    # Ranks: point tuned-lens's targets at the final top-1, which is what lens_stats(targets=None) ranks.
+    top1 = traj.model_log_probs.argmax(-1)
+    assert np.array_equal(top1, ours.target_ids[:, 0]), "final top-1 tokens differ"
+    traj.targets = top1
+    their_rank = traj.rank().stats
+    t_lp = np.take_along_axis(traj.log_probs, top1[None, :, None], axis=-1)  # [layer, pos, 1]
+    near = (np.abs(traj.log_probs - t_lp) <= RANK_EPS).sum(-1) - 1  # [layer, pos] other near-tied tokens
+    diff = np.abs(ours.target_rank[..., 0] - their_rank)
+    report["rank"] = {"equal": int((diff == 0).sum()), "cells": int(diff.size), "tied_cells": int((near > 0).sum()),
+                      "untied_mismatch": int(((diff > 0) & (near == 0)).sum())}
+    assert (diff[near == 0] == 0).all() and (diff <= near).all(), f"ranks disagree: {report['rank']}"
+    return report
+
+
+def worker(which: str, n_tokens: int) -> dict[str, Any]:
+    """Load the model (untimed), then time one implementation's statistics on ``n_tokens`` tokens."""
+    if which == "check":
+        return check(n_tokens)
+    if which == "tuned-lens":
+        resource.setrlimit(resource.RLIMIT_AS, (TUNED_LENS_MAX_BYTES, TUNED_LENS_MAX_BYTES))
+    session = _session()
+    ids = wiki_ids(session.tokenizer, n_tokens)
+    log.info("%s: %d tokens, model loaded (%.2f GB so far)", which, n_tokens, peak_rss_gb())
+    start = time.perf_counter()
+    try:
+        if which == "layerscope":
+            layerscope_stats(session, ids)
+        else:
+            tuned_lens_stats(session, ids, next_token_targets(ids))
+    except MemoryError as err:
+        return {"impl": which, "tokens": n_tokens, "error": f"MemoryError: {err}", "peak_gb": peak_rss_gb()}
+    seconds = time.perf_counter() - start
+    return {"impl": which, "tokens": n_tokens, "seconds": seconds, "peak_gb": peak_rss_gb()}
+
+
+def run_worker(which: str, n_tokens: int) -> dict[str, Any]:
+    """Run ``worker`` in a fresh interpreter; its stdout's last line is the JSON result."""
+    log.info("running %s on %d tokens…", which, n_tokens)
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", which, "--tokens", str(n_tokens)]
+    proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        return {"impl": which, "tokens": n_tokens, "error": f"exit code {proc.returncode}"}
+    result = json.loads(lines[-1])
+    log.info("%s", result)
+    return result
+
+
+def describe(result: dict[str, Any]) -> str:
+    if "error" in result:
+        return f"{result['impl']} failed ({result['error']})"
+    return f"{result['impl']} {result['seconds']:.1f} s {result['peak_gb']:.2f} GB"
+
+
+def _agreement_summary(report: dict[str, Any]) -> str:
+    worst = max(v["max_rel"] for v in report.values() if isinstance(v, dict) and "max_rel" in v)
+    rank = report["rank"]
+    return f"ok (max rel err {worst:.0e}, ranks {rank['equal']}/{rank['cells']} equal)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tokens", type=int, default=256, help="tokens for the head-to-head run")
+    parser.add_argument("--long-tokens", type=int, default=2048, help="tokens for Layerscope alone (0: skip)")
+    parser.add_argument("--check-tokens", type=int, default=16, help="tokens for the agreement check (0: skip)")
+    parser.add_argument("--skip-tuned-lens", action="store_true", help="time Layerscope only (quick)")
+    parser.add_argument("--worker", choices=("layerscope", "tuned-lens", "check"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
+    log.setLevel(logging.INFO)
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.tokens)))
+        return 0
+    if args.tokens > 256 and not args.skip_tuned_lens:
+        parser.error("tuned-lens needs about 13 GB at 256 tokens and is killed for memory at 512: keep --tokens <= 256")
+    parts, ok = [], True
+    if args.check_tokens:
+        agreement = run_worker("check", args.check_tokens)
+        ok = "error" not in agreement
+        parts.append(f"agreement {args.check_tokens} tok " + (_agreement_summary(agreement) if ok else "FAILED"))
+    ours = run_worker("layerscope", args.tokens)
+    head = f"{args.tokens} tok {describe(ours)}"
+    if not args.skip_tuned_lens:
+        theirs = run_worker("tuned-lens", args.tokens)
+        head += f" | {describe(theirs)}"
+        if "seconds" in ours and "seconds" in theirs:
+            head += f" | speedup {theirs['seconds'] / ours['seconds']:.1f}x"
+    parts.insert(0, head)
+    if args.long_tokens:
+        parts.append(f"{args.long_tokens} tok {describe(run_worker('layerscope', args.long_tokens))}")
+    print("lens bench: " + " | ".join(parts))
+    return 0 if ok and "error" not in ours else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,28 @@
+"""Small text helpers for showing tokens and layers."""
+
+from __future__ import annotations
+
+
+def show_token(text: str) -> str:
+    """Make whitespace visible: ' Paris' -> '␣Paris', newline -> '↵'."""
+    if text == "":
+        return "∅"
+    return text.replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥")
+
+
+def layer_label(layer: int) -> str:
+    """0 -> 'emb', l -> 'l' (the output of block l)."""
+    return "emb" if int(layer) == 0 else str(int(layer))
+
+
+def strided_layers(n_layers: int, stride: int) -> list[int]:
+    """Residual layers 0..n_layers every ``stride``, always keeping the last."""
+    stride = max(1, int(stride))
+    layers = list(range(0, n_layers + 1, stride))
+    if layers[-1] != n_layers:
+        layers.append(n_layers)
+    return layers
+
+
+def auto_stride(n_layers: int, max_rows: int = 32) -> int:
+    return max(1, -(-(n_layers + 1) // max_rows))

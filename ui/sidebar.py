@@ -1,0 +1,89 @@
+"""The sidebar every page shares: model picker and prompt, both bound to the URL."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import streamlit as st
+
+from core.models import BUNDLED, ModelLoadError, ModelSpec
+from core.trace import ModelSession
+from ui import cached
+from ui.state import set_value, url_value
+
+DEFAULT_PROMPT = "The capital of France is"
+_BUNDLED_CHOICE = "SmolLM2-135M-Instruct (bundled, offline)"
+_OTHER_CHOICE = "Hub id or local folder…"
+
+
+@dataclass(frozen=True)
+class Selection:
+    spec: ModelSpec
+    session: ModelSession
+    prompt: str
+
+
+def _model_picker() -> ModelSpec:
+    current = ModelSpec.parse(url_value("model", BUNDLED))
+    st.sidebar.subheader("Model")
+    choice = st.sidebar.radio(
+        "Model", [_BUNDLED_CHOICE, _OTHER_CHOICE], label_visibility="collapsed",
+        index=0 if current.source == BUNDLED else 1, key="w_model_choice",
+    )
+    source = BUNDLED
+    if choice == _OTHER_CHOICE:
+        typed = st.sidebar.text_input(
+            "Hub id or local folder", value="" if current.source == BUNDLED else current.source,
+            placeholder="gpt2, EleutherAI/pythia-160m, ./my-checkpoint", key="w_model_source",
+            help="Any GPT-2, Llama-family (Llama, Mistral, Qwen2, SmolLM), GPT-NeoX, GPT-J or OPT causal LM. "
+                 "Remote code is never run.",
+        ).strip()
+        source = typed or BUNDLED
+    random_init = st.sidebar.checkbox(
+        "Random-init twin (same config and tokenizer, untrained)", value=current.random_init,
+        key="w_model_random", help="The untrained baseline the papers compare against.",
+    )
+    spec = ModelSpec(source=source, random_init=random_init)
+    set_value("model", spec.key())
+    return spec
+
+
+def _submit_prompt() -> None:
+    set_value("prompt", st.session_state["w_prompt"])
+
+
+def _prompt_form() -> str:
+    prompt = url_value("prompt", DEFAULT_PROMPT)
+    if "w_prompt" not in st.session_state:
+        st.session_state["w_prompt"] = prompt
+    st.sidebar.subheader("Prompt")
+    with st.sidebar.form("prompt_form", border=False):
+        st.text_area("Prompt", key="w_prompt", height=120, label_visibility="collapsed")
+        st.form_submit_button("Run", type="primary", on_click=_submit_prompt, width="stretch")
+    return url_value("prompt", DEFAULT_PROMPT)
+
+
+def load_session(spec: ModelSpec) -> ModelSession | None:
+    """The cached session for ``spec``, or None after showing why it cannot be had."""
+    try:
+        cached.ensure_model_files(spec)
+        return cached.get_session(spec.key())
+    except ModelLoadError as err:
+        st.error(str(err))
+    except (OSError, ValueError, MemoryError, RuntimeError) as err:
+        st.error(f"Could not load {spec.label()}: {err}")
+    return None
+
+
+def sidebar() -> Selection | None:
+    """Render the shared sidebar; returns the loaded selection, or None if the model failed to load."""
+    spec = _model_picker()
+    prompt = _prompt_form()
+    session = load_session(spec)
+    if session is None:
+        return None
+    st.sidebar.caption(
+        f"{spec.label()} · {session.adapter.n_layers} layers · d_model {session.adapter.d_model} · "
+        f"{session.adapter.n_heads} heads · vocab {session.adapter.d_vocab:,} · {session.device.type}"
+    )
+    return Selection(spec=spec, session=session, prompt=prompt)

@@ -1,0 +1,87 @@
+"""Page state that lives in the URL, so a copied link reopens the same view.
+
+Values are kept in ``st.session_state`` under ``ls_<name>`` (not widget keys, which Streamlit drops when
+a page stops rendering the widget) and mirrored into ``st.query_params`` after every run.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import streamlit as st
+
+_PREFIX = "ls_"
+
+
+def _state_key(name: str) -> str:
+    return _PREFIX + name
+
+
+def url_value(name: str, default: Any, parse: Callable[[str], Any] = str) -> Any:
+    """The current value of ``name``: session state, else the URL (parsed), else ``default``."""
+    key = _state_key(name)
+    if key not in st.session_state:
+        raw = st.query_params.get(name)
+        value = default
+        if raw is not None:
+            try:
+                value = parse(raw)
+            except (TypeError, ValueError):
+                st.toast(f"Ignored the URL parameter {name}={raw!r}: not a valid value.")
+        st.session_state[key] = value
+    return st.session_state[key]
+
+
+def url_list(name: str, default: list[str]) -> list[str]:
+    """Like :func:`url_value` for repeated parameters (``?target=a&target=b``)."""
+    key = _state_key(name)
+    if key not in st.session_state:
+        values = st.query_params.get_all(name)
+        st.session_state[key] = list(values) if values else list(default)
+    return st.session_state[key]
+
+
+def set_value(name: str, value: Any) -> None:
+    st.session_state[_state_key(name)] = value
+
+
+def bound(widget_fn: Callable[..., Any], name: str, default: Any, *args: Any,
+          parse: Callable[[str], Any] = str, **kwargs: Any) -> Any:
+    """Render ``widget_fn(*args, key="w_<name>", **kwargs)`` with its value bound to the URL.
+
+    The widget starts from the URL-bound value and writes its value back after every run.
+    """
+    wkey = "w_" + name
+    value = url_value(name, default, parse)
+    options = kwargs.get("options", args[1] if len(args) > 1 else None)
+    if options is not None and value not in list(options):
+        value = default
+    if wkey not in st.session_state or (options is not None and st.session_state[wkey] not in list(options)):
+        st.session_state[wkey] = value
+    result = widget_fn(*args, key=wkey, **kwargs)
+    set_value(name, result)
+    return result
+
+
+def write_url(names: list[str]) -> None:
+    """Mirror the named values into the URL (lists become repeated parameters; None/"" are dropped)."""
+    params: dict[str, Any] = {}
+    for name in names:
+        value = st.session_state.get(_state_key(name))
+        if value is None or value == "" or value == []:
+            continue
+        params[name] = [str(v) for v in value] if isinstance(value, list) else str(value)
+    current = {k: st.query_params.get_all(k) for k in st.query_params}
+    wanted = {k: v if isinstance(v, list) else [v] for k, v in params.items()}
+    if current != wanted:
+        st.query_params.from_dict(params)
+
+
+def shared_params() -> dict[str, str]:
+    """The URL parameters every page shares (model and prompt), for page links."""
+    out = {}
+    for name in ("model", "prompt"):
+        value = st.session_state.get(_state_key(name))
+        if value:
+            out[name] = str(value)
+    return out
