@@ -78,11 +78,20 @@ class ModelSession:
         self.adapter = Adapter(model)
         self.lock = threading.RLock()
         self._vocab_strings: list[str] | None = None
+        self._identity: str | None = None
 
     @classmethod
     def load(cls, spec: ModelSpec, progress: Progress = _noop) -> "ModelSession":
         model, tokenizer = load_model(spec, progress)
         return cls(model, tokenizer, spec)
+
+    def identity(self) -> str:
+        """Spec key plus a fingerprint of the weights: what disk-cache keys use for "this model"."""
+        if self._identity is None:
+            from core.cache import weight_fingerprint
+
+            self._identity = f"{self.spec.key()}#{weight_fingerprint(self.model)}"
+        return self._identity
 
     @property
     def device(self) -> torch.device:

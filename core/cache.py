@@ -1,0 +1,57 @@
+"""Disk cache for long work (corpus analyses, lens training), under ``cache/results`` only.
+
+Keys are sha256 digests of the model identity (spec key + a fingerprint of its weights), the inputs, the
+parameters and :data:`core.CORE_VERSION` (bump it when the maths changes). Values are written by
+Layerscope itself; nothing a user uploads or names is ever unpickled from here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from functools import lru_cache
+from typing import Any, Callable, TypeVar
+
+import diskcache
+import torch
+
+from core import CORE_VERSION
+from core.paths import cache_dir
+
+T = TypeVar("T")
+_SIZE_LIMIT = 4 * 2**30  # 4 GiB, least recently stored entries are evicted first
+
+
+@lru_cache(maxsize=1)
+def results_cache() -> diskcache.Cache:
+    return diskcache.Cache(str(cache_dir() / "results"), size_limit=_SIZE_LIMIT)
+
+
+def weight_fingerprint(model: torch.nn.Module, sample: int = 4096) -> str:
+    """Short digest of the model's weights: shapes plus a strided sample of every parameter's values."""
+    digest = hashlib.sha256()
+    for name, param in model.named_parameters():
+        flat = param.detach().reshape(-1)
+        step = max(1, flat.numel() // sample)
+        digest.update(name.encode())
+        digest.update(str(tuple(param.shape)).encode())
+        digest.update(flat[::step][:sample].float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def stable_key(namespace: str, **parts: Any) -> str:
+    """sha256 of the namespace, the JSON of ``parts`` (sorted keys) and CORE_VERSION."""
+    payload = json.dumps({"ns": namespace, "v": CORE_VERSION, **parts}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def cached(namespace: str, compute: Callable[[], T], **parts: Any) -> T:
+    """Return the stored result for these parts, computing and storing it on a miss."""
+    key = stable_key(namespace, **parts)
+    store = results_cache()
+    hit = store.get(key, default=None)
+    if hit is not None:
+        return hit
+    value = compute()
+    store.set(key, value)
+    return value
