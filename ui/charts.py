@@ -84,8 +84,7 @@ def lens_heatmap(frame: pd.DataFrame, metric: str, selected: tuple[int, int] | N
         color=alt.condition(alt.datum.dark_text, alt.value("black"), alt.value("white")),
         tooltip=tooltip,
     )
-    n_pos, n_layer = data.position.nunique(), data.layer.nunique()
-    return alt.layer(rect, text).properties(width=max(320, 58 * n_pos), height=max(160, 19 * n_layer))
+    return alt.layer(rect, text).properties(width=alt.Step(62), height=alt.Step(20))
 
 
 def topk_bars(cell: pd.DataFrame) -> alt.Chart:
@@ -98,7 +97,8 @@ def topk_bars(cell: pd.DataFrame) -> alt.Chart:
     ).properties(height=max(120, 22 * len(data)))
 
 
-def target_trajectories(targets: pd.DataFrame, prompt_column: str | None = None) -> alt.HConcatChart:
+def target_trajectories(targets: pd.DataFrame, prompt_column: str | None = None,
+                        width: int = 270) -> alt.HConcatChart:
     """Rank (log, 1 on top) and probability of each target across layers at one position."""
     data = targets.assign(target_shown=targets.target.map(show_token), layer_label=targets.layer.map(layer_label))
     colour = alt.Color("target_shown:N", title="target")
@@ -111,7 +111,7 @@ def target_trajectories(targets: pd.DataFrame, prompt_column: str | None = None)
     rank = base.mark_line(point=True).encode(
         y=alt.Y("target_rank:Q", scale=alt.Scale(type="log", reverse=True), title="rank (1 = best, log)"))
     prob = base.mark_line(point=True).encode(y=alt.Y("target_prob:Q", title="probability"))
-    return alt.hconcat(rank.properties(width=330, height=230), prob.properties(width=330, height=230))
+    return alt.hconcat(rank.properties(width=width, height=210), prob.properties(width=width, height=210))
 
 
 def layer_profile(frame: pd.DataFrame, position: int) -> alt.Chart:
@@ -119,9 +119,10 @@ def layer_profile(frame: pd.DataFrame, position: int) -> alt.Chart:
     sub = frame[frame.position == position].melt(
         id_vars=["layer"], value_vars=["entropy", "kl_to_final"], var_name="statistic", value_name="nats")
     return alt.Chart(sub).mark_line(point=True).encode(
-        x=alt.X("layer:Q", title="layer (0 = embeddings)"), y=alt.Y("nats:Q"), color="statistic:N",
+        x=alt.X("layer:Q", title="layer (0 = embeddings)"),
+        y=alt.Y("nats:Q", scale=alt.Scale(type="symlog"), title="nats (symlog)"), color="statistic:N",
         tooltip=["layer", "statistic", alt.Tooltip("nats:Q", format=".3f")],
-    ).properties(width=330, height=230)
+    ).properties(width=270, height=210)
 
 
 COMPARE_METRICS = {
@@ -160,5 +161,4 @@ def compare_heatmap(diff: pd.DataFrame, metric: str) -> alt.LayerChart:
     )
     rect = base.mark_rect().encode(color=color)
     text = base.mark_text(fontSize=10).encode(text="top1_b_shown:N", color=alt.value("black"))
-    n_pos, n_layer = data.position_b.nunique(), data.layer.nunique()
-    return alt.layer(rect, text).properties(width=max(320, 58 * n_pos), height=max(160, 19 * n_layer))
+    return alt.layer(rect, text).properties(width=alt.Step(62), height=alt.Step(20))

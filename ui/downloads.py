@@ -23,20 +23,20 @@ def _svg(chart: alt.TopLevelMixin) -> str:
 
 def table_downloads(frame: pd.DataFrame, name: str, key: str) -> None:
     """CSV and JSON buttons for ``frame``."""
-    left, right = st.columns(2)
-    left.download_button("CSV", frame.to_csv(index=False), f"{name}.csv", "text/csv", key=f"{key}_csv",
+    row = st.container(horizontal=True)
+    row.download_button("CSV", frame.to_csv(index=False), f"{name}.csv", "text/csv", key=f"{key}_csv",
                          on_click="ignore", icon=":material/download:")
     records = json.loads(frame.to_json(orient="records", force_ascii=False))
-    right.download_button("JSON", json.dumps(records, ensure_ascii=False, indent=1), f"{name}.json",
+    row.download_button("JSON", json.dumps(records, ensure_ascii=False, indent=1), f"{name}.json",
                           "application/json", key=f"{key}_json", on_click="ignore", icon=":material/download:")
 
 
 def chart_downloads(chart: alt.TopLevelMixin, frame: pd.DataFrame, name: str, key: str) -> None:
     """PNG, SVG and CSV (the chart's data) buttons; images are rendered only when clicked."""
-    cols = st.columns(3)
-    cols[0].download_button("PNG", lambda: _png(chart), f"{name}.png", "image/png", key=f"{key}_png",
+    row = st.container(horizontal=True)
+    row.download_button("PNG", lambda: _png(chart), f"{name}.png", "image/png", key=f"{key}_png",
                             on_click="ignore", icon=":material/image:")
-    cols[1].download_button("SVG", lambda: _svg(chart), f"{name}.svg", "image/svg+xml", key=f"{key}_svg",
+    row.download_button("SVG", lambda: _svg(chart), f"{name}.svg", "image/svg+xml", key=f"{key}_svg",
                             on_click="ignore", icon=":material/image:")
-    cols[2].download_button("CSV", frame.to_csv(index=False), f"{name}.csv", "text/csv", key=f"{key}_csv",
+    row.download_button("CSV", frame.to_csv(index=False), f"{name}.csv", "text/csv", key=f"{key}_csv",
                             on_click="ignore", icon=":material/download:")

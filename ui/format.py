@@ -4,10 +4,10 @@ from __future__ import annotations
 
 
 def show_token(text: str) -> str:
-    """Make whitespace visible: ' Paris' -> '␣Paris', newline -> '↵'."""
+    """Make whitespace visible: ' Paris' -> '·Paris', newline -> '\\n' (glyphs every font has)."""
     if text == "":
-        return "∅"
-    return text.replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥")
+        return "(empty)"
+    return text.replace(" ", "·").replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
 
 
 def layer_label(layer: int) -> str:

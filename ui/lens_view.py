@@ -127,8 +127,8 @@ def cell_details(result: LensResult, cell: tuple[int, int]) -> None:
         st.altair_chart(chart, width="content")
         chart_downloads(chart, targets, f"targets_pos{pos}", key="dl_targets")
         _reach_summary(result.frame, pos)
-    profile = charts.layer_profile(result.frame, pos)
-    st.altair_chart(profile, width="content")
+        st.markdown(f"**Entropy and KL to the final layer at position {pos}**")
+        st.altair_chart(charts.layer_profile(result.frame, pos), width="content")
 
 
 def _reach_summary(frame: pd.DataFrame, pos: int) -> None:
