@@ -7,7 +7,7 @@ from ui.format import layer_label, show_token
 from ui.sidebar import sidebar
 from ui.state import shared_params, write_url
 
-st.set_page_config(page_title="Layerscope", page_icon="🔭", layout="wide")
+st.set_page_config(page_title="Layerscope", page_icon=":material/layers:", layout="wide")
 URL_KEYS = ["model", "prompt"]
 
 selection = sidebar()
@@ -19,7 +19,7 @@ st.markdown(
 )
 
 PAGES = [
-    ("pages/1_Lens.py", "Lens", "🔭",
+    ("pages/1_Lens.py", "Lens", ":material/layers:",
      "Logit lens over every layer × position: top-k tokens, target ranks, entropy, KL to the output; "
      "what-if comparison of two prompts."),
 ]
@@ -51,7 +51,8 @@ st.markdown(
 )
 left, right = st.columns([2, 1])
 with left:
-    st.altair_chart(charts.target_trajectories(result.targets[result.targets.position == last]), width="content")
+    st.altair_chart(charts.target_trajectories(result.targets[result.targets.position == last], width=220),
+                    width="content")
 with right:
     table = final.assign(
         layer=final.layer.map(layer_label), top1=final.top_tokens.str[0].map(show_token),

@@ -43,6 +43,83 @@ def cmd_lens(args: argparse.Namespace) -> None:
     _print_frame(result.frame, args.format)
 
 
+class _Bar:
+    """tqdm progress on stderr for long work (a core ``progress(fraction, message)`` callback)."""
+
+    def __init__(self, label: str) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=1000, desc=label, file=sys.stderr, leave=False,
+                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
+
+    def __call__(self, fraction: float, message: str) -> None:
+        self.bar.n = int(1000 * max(0.0, min(1.0, fraction)))
+        self.bar.set_postfix_str(message[:60], refresh=True)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _learned_lenses(session, train_if_missing: bool):
+    from core.tuned import TrainingConfig, load_lenses, save_lenses, train_lenses, training_split
+
+    trained = load_lenses(session)
+    if trained is None and train_if_missing:
+        log.warning("No tuned lens for %s yet: training one (about 4 minutes)…", session.spec.label())
+        cfg = TrainingConfig()
+        train, held = training_split(cfg)
+        bar = _Bar("training lenses")
+        trained = train_lenses(session, train, held, cfg, bar)
+        bar.close()
+        save_lenses(session, trained)
+    return trained
+
+
+def cmd_train_lens(args: argparse.Namespace) -> None:
+    from core.tuned import TrainingConfig, save_lenses, train_lenses, training_split
+
+    session = _session(args.model)
+    cfg = TrainingConfig(kl_seconds=args.kl_seconds, n_train_tokens=args.tokens)
+    train, held = training_split(cfg)
+    bar = _Bar("training lenses")
+    trained = train_lenses(session, train, held, cfg, bar)
+    bar.close()
+    folder = save_lenses(session, trained)
+    rows = [{"layer": layer, "lens": lens, "heldout_kl": kl}
+            for lens, values in trained.report["heldout_kl"].items() for layer, kl in enumerate(values)]
+    log.warning("saved to %s in %.0f s", folder, trained.report["seconds"])
+    _print_frame(pd.DataFrame(rows), args.format)
+
+
+def cmd_extraction(args: argparse.Namespace) -> None:
+    from core.analyses.extraction import run_extraction, summarise
+    from core.data import corpus_texts, evaluation_texts, parse_user_texts, sample_texts
+    from core.lenses import LogitLens, identity_patchscope, question_patchscope
+
+    session = _session(args.model)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = set(methods) - {"logit", "tuned", "affine", "identity", "question"}
+    if unknown:
+        raise ValueError(f"Unknown methods {sorted(unknown)}; use logit, tuned, affine, identity, question.")
+    lenses = {"logit": LogitLens(session.adapter), "identity": identity_patchscope(session),
+              "question": question_patchscope(session)}
+    if {"tuned", "affine"} & set(methods):
+        trained = _learned_lenses(session, train_if_missing=True)
+        lenses.update({"tuned": trained.tuned, "affine": trained.affine})
+    lenses = {m: lenses[m] for m in methods}
+    path = os.path.expanduser(args.corpus)
+    if os.path.isfile(path):
+        with open(path, "rb") as handle:
+            texts = parse_user_texts(handle.read(), os.path.basename(path))
+    else:
+        texts = evaluation_texts(corpus_texts(args.corpus))
+    sample = sample_texts(texts, args.n, args.seed)
+    bar = _Bar("extraction")
+    rows = run_extraction(session, sample, lenses, seed=args.seed, progress=bar)
+    bar.close()
+    _print_frame(summarise(rows), args.format)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description="Layerscope analyses from the shell.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
@@ -54,6 +131,22 @@ def build_parser() -> argparse.ArgumentParser:
     lens.add_argument("--target", default=None, help="target token text, e.g. ' Paris' (default: final top-1)")
     lens.add_argument("--format", choices=("json", "csv"), default="json")
     lens.set_defaults(func=cmd_lens)
+
+    ext = sub.add_parser("extraction", help="next-token extraction: precision@1 and surprisal per layer and lens")
+    ext.add_argument("--model", default="bundled")
+    ext.add_argument("--n", type=int, default=200, help="number of texts (one random position each)")
+    ext.add_argument("--seed", type=int, default=0)
+    ext.add_argument("--corpus", default="wikipedia", help="'wikipedia', 'lee', or a .txt/.jsonl/.csv file")
+    ext.add_argument("--methods", default="logit,tuned,affine,identity,question")
+    ext.add_argument("--format", choices=("json", "csv"), default="json")
+    ext.set_defaults(func=cmd_extraction)
+
+    train = sub.add_parser("train-lens", help="train the tuned and affine lenses for a model (cached)")
+    train.add_argument("--model", default="bundled")
+    train.add_argument("--kl-seconds", type=float, default=120.0, help="wall-clock budget of KL refinement")
+    train.add_argument("--tokens", type=int, default=12_288, help="training tokens for the closed-form fit")
+    train.add_argument("--format", choices=("json", "csv"), default="json")
+    train.set_defaults(func=cmd_train_lens)
     return parser
 
 

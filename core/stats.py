@@ -56,10 +56,11 @@ def _chunks(items: Sequence[int], size: int) -> list[list[int]]:
     return [list(items[i:i + size]) for i in range(0, len(items), size)]
 
 
+@torch.no_grad()
 def _log_probs(session: ModelSession, lens: Lens, resid: torch.Tensor, layers: list[int]) -> torch.Tensor:
     """[layer, pos, d_model] (CPU) -> [layer, pos, vocab] log-probabilities on the model's device."""
     resid = resid.to(session.device, session.model.dtype)
-    logits = session.adapter.unembed(lens.normed(resid, layers)).float()  # [layer, pos, vocab]
+    logits = lens.logits(resid, layers).float()  # [layer, pos, vocab]
     return torch.log_softmax(logits, dim=-1)
 
 
@@ -91,11 +92,14 @@ def lens_stats(
         raise ValueError(f"Layers must lie in 0..{n_res - 1}.")
     vocab = session.adapter.d_vocab
     top_k = max(1, min(int(top_k), vocab))
-    pos_chunk = min(n_pos, 64)
-    layer_chunk = max(1, budget_mb * 2**20 // (pos_chunk * vocab * 4 * 4))  # ~4 live [.., vocab] tensors
+    budget_rows = max(1, int(budget_mb * 2**20) // (vocab * 4 * 4))  # [vocab] rows: ~4 live tensors
+    pos_chunk = min(n_pos, 64, budget_rows)
+    layer_chunk = max(1, budget_rows // pos_chunk)
     n_t = 1 if targets is None else len(targets)
     if n_t == 0:
         raise ValueError("Give at least one target token, or None for the final top-1.")
+    if targets is not None and not all(0 <= int(t) < vocab for t in targets):
+        raise ValueError(f"Target token ids must lie in 0..{vocab - 1}.")
     out = _empty(len(layers), n_pos, top_k, n_t)
     next_ids = torch.cat([trace.input_ids[1:], torch.tensor([-1])])  # [pos]
     for p0 in range(0, n_pos, pos_chunk):

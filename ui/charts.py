@@ -59,7 +59,7 @@ def lens_heatmap(frame: pd.DataFrame, metric: str, selected: tuple[int, int] | N
     pick = alt.selection_point(name=SELECTION, fields=["layer", "position"], on="click", clear=False)
     base = alt.Chart(data).encode(
         x=alt.X("pos_label:N", sort=pos_order, title="position · input token",
-                axis=alt.Axis(labelAngle=-45, labelLimit=120)),
+                axis=alt.Axis(labelAngle=-45, labelLimit=120, labelOverlap=False)),
         y=alt.Y("layer_label:N", sort=layer_order, title="layer (after block; emb = embeddings)"),
     )
     tooltip = [
@@ -102,7 +102,7 @@ def target_trajectories(targets: pd.DataFrame, prompt_column: str | None = None,
     """Rank (log, 1 on top) and probability of each target across layers at one position."""
     data = targets.assign(target_shown=targets.target.map(show_token), layer_label=targets.layer.map(layer_label))
     colour = alt.Color("target_shown:N", title="target")
-    dash = alt.StrokeDash(f"{prompt_column}:N", title="prompt") if prompt_column else alt.StrokeDash()
+    dash = alt.StrokeDash(f"{prompt_column}:N", title=prompt_column) if prompt_column else alt.StrokeDash()
     base = alt.Chart(data).encode(
         x=alt.X("layer:Q", title="layer (0 = embeddings)"), color=colour, strokeDash=dash,
         tooltip=["layer_label", "target_shown", "target_rank", alt.Tooltip("target_prob:Q", format=".4f")]
@@ -153,7 +153,8 @@ def compare_heatmap(diff: pd.DataFrame, metric: str) -> alt.LayerChart:
         color = alt.Color(f"{column}:Q", scale=alt.Scale(scheme="redblue", domainMid=0, reverse=True),
                           title=metric)
     base = alt.Chart(data).encode(
-        x=alt.X("pos_label:N", sort=pos_order, title="position in prompt B", axis=alt.Axis(labelAngle=-45)),
+        x=alt.X("pos_label:N", sort=pos_order, title="position in prompt B",
+                axis=alt.Axis(labelAngle=-45, labelLimit=120, labelOverlap=False)),  # rotated: never overlap
         y=alt.Y("layer_label:N", sort=layer_order, title="layer"),
         tooltip=["layer_label", "position_a", "position_b", "top1_a_shown", "top1_b_shown", "changed",
                  alt.Tooltip("delta_target_prob:Q", format=".3f"), alt.Tooltip("delta_entropy:Q", format=".2f"),

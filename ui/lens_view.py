@@ -22,6 +22,41 @@ class LensOptions:
     top_k: int
     targets: tuple[str, ...]
     stride: int
+    lens: str = "logit"
+    lens_b: str = "none"
+    target_prompts: tuple[tuple[str, str], ...] = ()
+
+    def target_prompt(self, lens: str) -> str:
+        return dict(self.target_prompts).get(lens, "")
+
+
+def lens_choice() -> tuple[str, str, tuple[tuple[str, str], ...]]:
+    """Which lens (and optionally a second one side by side), and the patchscopes' target prompts."""
+    names = list(cached.LENS_NAMES)
+    c1, c2 = st.columns(2)
+    lens = bound(c1.selectbox, "lens", "logit", "Lens", options=names, format_func=cached.LENS_NAMES.get)
+    lens_b = bound(c2.selectbox, "lens_b", "none", "Side by side with", options=["none"] + names,
+                   format_func=lambda n: "— nothing —" if n == "none" else cached.LENS_NAMES[n])
+    prompts = []
+    if {"identity", "question"} & {lens, lens_b}:
+        with st.expander("Patchscope target prompts"):
+            for name in ("identity", "question"):
+                if name in (lens, lens_b):
+                    text = bound(st.text_area, f"{name}_prompt", cached.DEFAULT_TARGET_PROMPTS[name],
+                                 f"{cached.LENS_NAMES[name]}: target prompt (patched at its last token)",
+                                 height=100)
+                    prompts.append((name, text or cached.DEFAULT_TARGET_PROMPTS[name]))
+    return lens, lens_b, tuple(prompts)
+
+
+def fetch(spec_key: str, prompt: str, opts: LensOptions, lens: str, target_ids: tuple[int, ...] = ()) -> LensResult:
+    """Cached lens result for ``lens`` (its version ties tuned/affine results to the trained weights)."""
+    version = ""
+    if lens in ("tuned", "affine"):
+        trained = cached.trained_lenses(spec_key)
+        version = str(trained.report.get("seconds", "")) if trained is not None else ""
+    return cached.lens_result(spec_key, prompt, opts.top_k, opts.targets, target_ids, lens,
+                              opts.target_prompt(lens), version)
 
 
 def _parse_targets(text: str) -> list[str]:
@@ -31,6 +66,7 @@ def _parse_targets(text: str) -> list[str]:
 
 def options(n_layers: int) -> LensOptions:
     """The lens controls (all bound to the URL)."""
+    lens, lens_b, prompts = lens_choice()
     c1, c2, c3, c4 = st.columns([1.3, 0.8, 1.6, 0.9])
     metric = bound(c1.selectbox, "color", "top-1 probability", "Colour cells by",
                    options=list(charts.HEATMAP_METRICS))
@@ -45,7 +81,7 @@ def options(n_layers: int) -> LensOptions:
     stride = bound(c4.number_input, "stride", auto_stride(n_layers), "Layer stride", parse=int,
                    min_value=1, max_value=max(1, n_layers), step=1,
                    help="Show every n-th layer; the last layer is always shown.")
-    return LensOptions(metric, int(top_k), tuple(_parse_targets(typed)), int(stride))
+    return LensOptions(metric, int(top_k), tuple(_parse_targets(typed)), int(stride), lens, lens_b, prompts)
 
 
 def position_window(n_pos: int) -> tuple[int, int]:
@@ -80,17 +116,17 @@ def current_cell(n_layers: int, n_pos: int) -> tuple[int, int]:
     return min(max(layer, 0), n_layers), min(max(pos, 0), n_pos - 1)
 
 
-def heatmap(frame: pd.DataFrame, metric: str, cell: tuple[int, int]) -> tuple[int, int]:
+def heatmap(frame: pd.DataFrame, metric: str, cell: tuple[int, int], name: str = "lens") -> tuple[int, int]:
     """Draw the heatmap; a click on a cell selects it. Returns the (possibly new) selected cell."""
     chart = charts.lens_heatmap(frame, metric, selected=cell)
-    event = st.altair_chart(chart, on_select="rerun", key="lens_heatmap", width="content")
+    event = st.altair_chart(chart, on_select="rerun", key=f"{name}_heatmap", width="content")
     points = (event or {}).get("selection", {}).get(charts.SELECTION, []) if event else []
     if points:
         clicked = (int(points[0]["layer"]), int(points[0]["position"]))
-        if clicked != st.session_state.get("_last_click"):
-            st.session_state["_last_click"] = clicked
+        if clicked != st.session_state.get(f"_last_click_{name}"):
+            st.session_state[f"_last_click_{name}"] = clicked
             cell = clicked
-    chart_downloads(chart, frame, "lens_heatmap", key="dl_heatmap")
+    chart_downloads(chart, frame, f"{name}_heatmap", key=f"dl_{name}_heatmap")
     return cell
 
 
@@ -108,22 +144,32 @@ def cell_picker(cell: tuple[int, int], layers: list[int], n_pos: int, tokens: tu
                  format_func=lambda p: f"{p} {show_token(tokens[p])}")
 
 
-def cell_details(result: LensResult, cell: tuple[int, int]) -> None:
-    """Top-k table of the selected cell and the trajectories of its targets."""
+def _topk_table(result: LensResult, cell: tuple[int, int], title: str, key: str) -> None:
     layer, pos = cell
     row = result.frame[(result.frame.layer == layer) & (result.frame.position == pos)].iloc[0]
     top = pd.DataFrame({"rank": range(1, len(row.top_tokens) + 1), "token": row.top_tokens,
                         "probability": row.top_probs})
+    st.markdown(f"**{title}: top-{len(top)} after {'the embeddings' if layer == 0 else f'block {layer}'} "
+                f"at position {pos} ({show_token(row.token)})**")
+    st.dataframe(top.assign(token=top.token.map(show_token)), hide_index=True, width="stretch")
+    table_downloads(top, f"topk_{key}_layer{layer}_pos{pos}", key=f"dl_topk_{key}")
+
+
+def cell_details(result: LensResult, cell: tuple[int, int], other: LensResult | None = None,
+                 names: tuple[str, str] = ("logit", "")) -> None:
+    """Top-k table(s) of the selected cell and the trajectories of its targets."""
+    layer, pos = cell
     left, right = st.columns([1, 2])
     with left:
-        st.markdown(f"**Top-{len(top)} after {'the embeddings' if layer == 0 else f'block {layer}'} "
-                    f"at position {pos} ({show_token(row.token)})**")
-        st.dataframe(top.assign(token=top.token.map(show_token)), hide_index=True, width="stretch")
-        table_downloads(top, f"topk_layer{layer}_pos{pos}", key="dl_topk")
+        _topk_table(result, cell, cached.LENS_NAMES.get(names[0], names[0]).split(" (")[0], "a")
+        if other is not None:
+            _topk_table(other, cell, cached.LENS_NAMES.get(names[1], names[1]).split(" (")[0], "b")
     with right:
-        targets = result.targets[result.targets.position == pos]
+        targets = result.targets[result.targets.position == pos].assign(lens=names[0])
+        if other is not None:
+            targets = pd.concat([targets, other.targets[other.targets.position == pos].assign(lens=names[1])])
         st.markdown(f"**Targets across layers at position {pos}**")
-        chart = charts.target_trajectories(targets)
+        chart = charts.target_trajectories(targets, prompt_column="lens" if other is not None else None)
         st.altair_chart(chart, width="content")
         chart_downloads(chart, targets, f"targets_pos{pos}", key="dl_targets")
         _reach_summary(result.frame, pos)
@@ -151,8 +197,8 @@ def what_if(spec_key: str, prompt_a: str, base: LensResult, opts: LensOptions) -
                               on_click=lambda: set_value("prompt_b", st.session_state["w_prompt_b"]))
     prompt_b = url_value("prompt_b", prompt_a)
     common = _common_targets(spec_key, prompt_a, prompt_b, base, opts)
-    res_a = cached.lens_result(spec_key, prompt_a, opts.top_k, opts.targets, common)
-    res_b = cached.lens_result(spec_key, prompt_b, opts.top_k, opts.targets, common)
+    res_a = fetch(spec_key, prompt_a, opts, opts.lens, common)
+    res_b = fetch(spec_key, prompt_b, opts, opts.lens, common)
     diff = compare_frames(res_a, res_b)
     metric = st.radio("Colour by", list(charts.COMPARE_METRICS), horizontal=True, key="w_compare_metric")
     shown = diff[diff.layer.isin(sorted(set(strided_layers(int(diff.layer.max()), opts.stride))))]
@@ -175,6 +221,6 @@ def _common_targets(spec_key: str, prompt_a: str, prompt_b: str, base: LensResul
     """Without typed targets, compare both prompts on their final top-1 tokens at the last position."""
     if opts.targets:
         return ()
-    res_b = cached.lens_result(spec_key, prompt_b, opts.top_k, ())
+    res_b = fetch(spec_key, prompt_b, opts, opts.lens)
     ids = [int(base.stats.target_ids[-1, 0]), int(res_b.stats.target_ids[-1, 0])]
     return tuple(dict.fromkeys(ids))

@@ -167,7 +167,7 @@ def settling_layer(frame: pd.DataFrame, position: int, rank: int = 1) -> int | N
     """Earliest layer from which the target stays at rank <= ``rank`` through the last layer."""
     sub = frame[frame.position == position].sort_values("layer")
     ok = (sub.target_rank <= rank).to_numpy()
-    if not ok[-1]:
+    if not ok.size or not ok[-1]:
         return None
     bad = np.flatnonzero(~ok)
     return int(sub.layer.iloc[bad[-1] + 1]) if bad.size else int(sub.layer.iloc[0])
