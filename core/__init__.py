@@ -2,12 +2,13 @@
 
 Usable from a notebook::
 
-    from core.models import ModelSpec, load_session
+    from core.models import ModelSpec
+    from core.trace import ModelSession
     from core.lenses import LogitLens
     from core.stats import lens_stats
-    session = load_session(ModelSpec())
+    session = ModelSession.load(ModelSpec())
     trace = session.trace("The capital of France is")
-    stats = lens_stats(session, trace, LogitLens(session))
+    stats = lens_stats(session, trace, LogitLens(session.adapter))
 """
 
 CORE_VERSION = "1"

@@ -125,6 +125,16 @@ class ModelSession:
             )
         return ids
 
+    def _check_ids(self, ids: torch.Tensor) -> torch.Tensor:
+        """Validate raw token ids ([pos]) as :meth:`tokenize` validates text."""
+        if ids.ndim != 1 or ids.numel() == 0:
+            raise ValueError("Token ids must be a non-empty 1-D tensor [pos].")
+        if ids.numel() > self.max_tokens:
+            raise ValueError(f"{ids.numel()} tokens; this model reads at most {self.max_tokens}.")
+        if int(ids.min()) < 0 or int(ids.max()) >= self.adapter.d_vocab:
+            raise ValueError(f"Token ids must lie in 0..{self.adapter.d_vocab - 1}.")
+        return ids
+
     def token_strings(self, ids: torch.Tensor) -> tuple[str, ...]:
         vocab = self.vocab_strings()
         return tuple(vocab[int(i)] for i in ids)
@@ -135,7 +145,7 @@ class ModelSession:
         unknown = set(capture) - set(CAPTURABLE)
         if unknown:
             raise ValueError(f"Unknown capture {sorted(unknown)}; choose from {CAPTURABLE}.")
-        ids = self.tokenize(prompt) if isinstance(prompt, str) else prompt
+        ids = self.tokenize(prompt) if isinstance(prompt, str) else self._check_ids(prompt)
         cap = _Capture()
         with self.lock, torch.no_grad(), self._hooks(cap, capture, ids.numel()):
             out = self.model(ids[None].to(self.device), output_attentions="attn_patterns" in capture)

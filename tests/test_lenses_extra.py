@@ -77,9 +77,15 @@ def test_patchscope_batched_equals_one_patch_at_a_time(make_session) -> None:
 def test_patchscope_hooks_are_removed(make_session) -> None:
     session = make_session("gpt2")
     trace = session.trace(PROMPT)
-    identity_patchscope(session).patch_positions(trace.resid[:, 2], list(range(trace.n_layers + 1)))
-    for block in session.adapter.blocks:
-        assert not block._forward_hooks and not block._forward_pre_hooks
+    scope = identity_patchscope(session)
+    scope.patch_positions(trace.resid[:, 2], [0, 1])  # transformers adds hooks of its own on first use
+
+    def hook_ids() -> list[set[int]]:
+        return [set(b._forward_hooks) | set(b._forward_pre_hooks) for b in session.adapter.blocks]
+
+    before = hook_ids()
+    scope.patch_positions(trace.resid[:, 2], list(range(trace.n_layers + 1)))
+    assert hook_ids() == before
 
 
 @pytest.fixture(scope="module")

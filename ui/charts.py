@@ -70,13 +70,8 @@ def lens_heatmap(frame: pd.DataFrame, metric: str, selected: tuple[int, int] | N
         alt.Tooltip("target_prob:Q", format=".3g", title="p(target)"),
         alt.Tooltip("entropy:Q", format=".2f"), alt.Tooltip("kl_to_final:Q", format=".2f", title="KL to final"),
     ]
-    stroke = alt.value("transparent")
-    if selected is not None:
-        stroke = alt.condition(
-            (alt.datum.layer == selected[0]) & (alt.datum.position == selected[1]),
-            alt.value("#ff4b4b"), alt.value("transparent"))
     rect = base.mark_rect().encode(
-        color=alt.Color(f"{column}:Q", scale=scale, title=title), stroke=stroke, strokeWidth=alt.value(2.5),
+        color=alt.Color(f"{column}:Q", scale=scale, title=title),
         tooltip=tooltip,
     ).add_params(pick)
     text = base.mark_text(fontSize=10, baseline="middle").encode(
@@ -84,7 +79,12 @@ def lens_heatmap(frame: pd.DataFrame, metric: str, selected: tuple[int, int] | N
         color=alt.condition(alt.datum.dark_text, alt.value("black"), alt.value("white")),
         tooltip=tooltip,
     )
-    return alt.layer(rect, text).properties(width=alt.Step(62), height=alt.Step(20))
+    layers = [rect, text]
+    if selected is not None:  # a black-and-white frame stays visible on every colour of every scale
+        is_selected = (alt.datum.layer == selected[0]) & (alt.datum.position == selected[1])
+        for colour, width in (("black", 5), ("white", 2)):
+            layers.append(base.mark_rect(fill=None, stroke=colour, strokeWidth=width).transform_filter(is_selected))
+    return alt.layer(*layers).properties(width=alt.Step(62), height=alt.Step(20))
 
 
 def topk_bars(cell: pd.DataFrame) -> alt.Chart:
@@ -98,11 +98,14 @@ def topk_bars(cell: pd.DataFrame) -> alt.Chart:
 
 
 def target_trajectories(targets: pd.DataFrame, prompt_column: str | None = None,
-                        width: int = 270) -> alt.HConcatChart:
+                        width: int = 235) -> alt.HConcatChart:
     """Rank (log, 1 on top) and probability of each target across layers at one position."""
     data = targets.assign(target_shown=targets.target.map(show_token), layer_label=targets.layer.map(layer_label))
-    colour = alt.Color("target_shown:N", title="target")
-    dash = alt.StrokeDash(f"{prompt_column}:N", title=prompt_column) if prompt_column else alt.StrokeDash()
+    colour = alt.Color("target_shown:N", title="target", legend=alt.Legend(orient="bottom"))
+    dash = (alt.StrokeDash(f"{prompt_column}:N", title=prompt_column,
+                           legend=alt.Legend(symbolType="stroke", symbolStrokeColor="gray", symbolStrokeWidth=2,
+                                             orient="bottom"))
+            if prompt_column else alt.StrokeDash())
     base = alt.Chart(data).encode(
         x=alt.X("layer:Q", title="layer (0 = embeddings)"), color=colour, strokeDash=dash,
         tooltip=["layer_label", "target_shown", "target_rank", alt.Tooltip("target_prob:Q", format=".4f")]
@@ -120,9 +123,10 @@ def layer_profile(frame: pd.DataFrame, position: int) -> alt.Chart:
         id_vars=["layer"], value_vars=["entropy", "kl_to_final"], var_name="statistic", value_name="nats")
     return alt.Chart(sub).mark_line(point=True).encode(
         x=alt.X("layer:Q", title="layer (0 = embeddings)"),
-        y=alt.Y("nats:Q", scale=alt.Scale(type="symlog"), title="nats (symlog)"), color="statistic:N",
+        y=alt.Y("nats:Q", scale=alt.Scale(type="symlog"), title="nats (symlog)"),
+        color=alt.Color("statistic:N", legend=alt.Legend(orient="bottom", title=None)),
         tooltip=["layer", "statistic", alt.Tooltip("nats:Q", format=".3f")],
-    ).properties(width=270, height=210)
+    ).properties(width=480, height=300)
 
 
 COMPARE_METRICS = {

@@ -118,6 +118,9 @@ def current_cell(n_layers: int, n_pos: int) -> tuple[int, int]:
 
 def heatmap(frame: pd.DataFrame, metric: str, cell: tuple[int, int], name: str = "lens") -> tuple[int, int]:
     """Draw the heatmap; a click on a cell selects it. Returns the (possibly new) selected cell."""
+    if not ((frame.layer == cell[0]) & (frame.position == cell[1])).any():
+        st.caption(f"The selected cell (layer {layer_label(cell[0])}, position {cell[1]}) is outside the rows "
+                   "and columns shown; its details are below.")
     chart = charts.lens_heatmap(frame, metric, selected=cell)
     event = st.altair_chart(chart, on_select="rerun", key=f"{name}_heatmap", width="content")
     points = (event or {}).get("selection", {}).get(charts.SELECTION, []) if event else []
