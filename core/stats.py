@@ -57,21 +57,11 @@ def _chunks(items: Sequence[int], size: int) -> list[list[int]]:
 
 
 @torch.no_grad()
-def _log_probs(session: ModelSession, lens: Lens, resid: torch.Tensor, layers: list[int]) -> torch.Tensor:
-    """[layer, pos, d_model] (CPU) -> [layer, pos, vocab] log-probabilities on the model's device."""
+def _logits(session: ModelSession, lens: Lens, resid: torch.Tensor, layers: list[int]) -> torch.Tensor:
+    """[layer, pos, d_model] (CPU) -> [layer, pos, vocab] float32 logits on the model's device (fresh:
+    the reduction below overwrites them)."""
     resid = resid.to(session.device, session.model.dtype)
-    logits = lens.logits(resid, layers).float()  # [layer, pos, vocab]
-    return torch.log_softmax(logits, dim=-1)
-
-
-def _ranks(logp: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """[layer, pos, vocab], [pos, target] -> [layer, pos, target] rank (1 = best, ties not counted)."""
-    out = []
-    for t in range(target.shape[1]):
-        idx = target[:, t].to(logp.device)[None, :, None].expand(logp.shape[0], -1, 1)  # [layer, pos, 1]
-        t_logp = logp.gather(-1, idx)  # [layer, pos, 1]
-        out.append((logp > t_logp).sum(-1) + 1)  # [layer, pos]
-    return torch.stack(out, dim=-1)
+    return lens.logits(resid, layers).float()  # [layer, pos, vocab]
 
 
 def lens_stats(
@@ -104,17 +94,21 @@ def lens_stats(
     next_ids = torch.cat([trace.input_ids[1:], torch.tensor([-1])])  # [pos]
     for p0 in range(0, n_pos, pos_chunk):
         ps = slice(p0, min(n_pos, p0 + pos_chunk))
-        final_logp = _log_probs(session, final_lens, trace.resid[-1:, ps], [n_res - 1])[0]  # [pos, vocab]
-        target = (final_logp.argmax(-1, keepdim=True) if targets is None
-                  else torch.tensor(list(targets), device=final_logp.device).expand(final_logp.shape[0], -1))
+        final_z = _logits(session, final_lens, trace.resid[-1:, ps], [n_res - 1])[0]  # [pos, vocab]
+        final_z -= final_z.amax(-1, keepdim=True)  # the output's logits - max
+        final_p = final_z.exp()
+        final_log_s = final_p.sum(-1).log()  # [pos]
+        final_p /= final_log_s.exp()[:, None]  # [pos, vocab] the output distribution
+        target = (final_z.argmax(-1, keepdim=True) if targets is None
+                  else torch.tensor(list(targets), device=final_z.device).expand(final_z.shape[0], -1))
         out["target_ids"][ps] = target.cpu().numpy()
         row = 0
         for chunk in _chunks(layers, layer_chunk):
-            logp = _log_probs(session, lens, trace.resid[chunk, ps], chunk)  # [layer, pos, vocab]
+            logits = _logits(session, lens, trace.resid[chunk, ps], chunk)  # [layer, pos, vocab]
             rows = slice(row, row + len(chunk))
-            _reduce_into(out, rows, ps, logp, final_logp, target, next_ids[ps])
+            _reduce_into(out, rows, ps, logits, (final_z, final_p, final_log_s), target, next_ids[ps])
             row += len(chunk)
-            del logp
+            del logits
     return LensStats(lens=lens.name, layers=np.asarray(layers), **out)
 
 
@@ -131,22 +125,42 @@ def _empty(n_layer: int, n_pos: int, k: int, n_t: int) -> dict[str, np.ndarray]:
     }
 
 
-def _reduce_into(out: dict, rows: slice, ps: slice, logp: torch.Tensor, final_logp: torch.Tensor,
-                 target: torch.Tensor, next_ids: torch.Tensor) -> None:
-    """Fill ``out[rows, ps]`` from one chunk: logp [layer, pos, vocab], final_logp [pos, vocab]."""
-    probs = logp.exp()  # [layer, pos, vocab]
-    top = logp.topk(out["top_ids"].shape[-1], dim=-1)
+@torch.no_grad()
+def _reduce_into(out: dict, rows: slice, ps: slice, logits: torch.Tensor,
+                 final: tuple[torch.Tensor, torch.Tensor, torch.Tensor], target: torch.Tensor,
+                 next_ids: torch.Tensor) -> None:
+    """Fill ``out[rows, ps]`` from one chunk of logits [layer, pos, vocab], which it overwrites.
+
+    Never materialises log-probabilities: with z = logits - max and S = sum exp(z), log p = z - log S,
+    entropy = log S - sum(exp(z) z) / S and KL(final || layer) = sum p_f (z_f - z) + log S - log S_f,
+    where ``final`` = (z_f [pos, vocab], p_f [pos, vocab], log S_f [pos]) of the model's output.
+    Every full-vocabulary pass writes into ``logits`` or one scratch buffer (a fresh [.., vocab]
+    tensor per op costs page faults), and ranks are counted as float sums (bool sums are ~5x slower).
+    """
+    n_layer = logits.shape[0]
+    top = logits.topk(out["top_ids"].shape[-1], dim=-1)  # values are logits, best first
+    idx = target.to(logits.device)[None].expand(n_layer, -1, -1)  # [layer, pos, target]
+    t_logit = logits.gather(-1, idx)  # [layer, pos, target]
+    nxt = next_ids.clamp_min(0).to(logits.device)[None, :, None].expand(n_layer, -1, 1)
+    nxt_logit = logits.gather(-1, nxt)[..., 0]  # [layer, pos]
+    buf = torch.empty_like(logits)
+    # rank = 1 + #tokens with a strictly higher logit (exact: 0/1 sums below 2**24 are exact in float32)
+    ranks = [torch.gt(logits, t_logit[..., t:t + 1], out=buf).sum(-1) + 1 for t in range(idx.shape[-1])]
+    mx = top.values[..., :1]  # [layer, pos, 1]
+    z = logits.sub_(mx)  # in place: logits - max
+    s = torch.exp(z, out=buf).sum(-1)  # [layer, pos]
+    ez = torch.mul(buf, z, out=buf).sum(-1)  # [layer, pos] sum exp(z) z
+    final_z, final_p, final_log_s = final
+    kl = torch.sub(final_z, z, out=buf).mul_(final_p).sum(-1)  # [layer, pos] sum p_f (z_f - z)
+    del buf
+    log_s = s.log()[..., None]  # [layer, pos, 1]; log p = logit - max - log S (subtract max first)
     out["top_ids"][rows, ps] = top.indices.cpu().numpy()
-    out["top_probs"][rows, ps] = top.values.exp().cpu().numpy()
-    out["entropy"][rows, ps] = (-(probs * logp).sum(-1)).cpu().numpy()
-    final_p = final_logp.exp()  # [pos, vocab]
-    out["kl_to_final"][rows, ps] = (final_p * (final_logp - logp)).sum(-1).clamp_min(0).cpu().numpy()
-    del probs
-    out["target_rank"][rows, ps] = _ranks(logp, target).cpu().numpy()
-    idx = target.to(logp.device)[None].expand(logp.shape[0], -1, -1)  # [layer, pos, target]
-    out["target_prob"][rows, ps] = logp.gather(-1, idx).exp().cpu().numpy()
+    out["top_probs"][rows, ps] = (top.values - mx - log_s).exp().cpu().numpy()
+    out["entropy"][rows, ps] = (log_s[..., 0] - ez / s).cpu().numpy()
+    out["kl_to_final"][rows, ps] = (kl + log_s[..., 0] - final_log_s).clamp_min(0).cpu().numpy()
+    out["target_rank"][rows, ps] = torch.stack(ranks, dim=-1).long().cpu().numpy()
+    out["target_prob"][rows, ps] = (t_logit - mx - log_s).exp().cpu().numpy()
     valid = next_ids >= 0
     if valid.any():
-        nxt = next_ids.clamp_min(0).to(logp.device)[None, :, None].expand(logp.shape[0], -1, 1)
-        ce = -logp.gather(-1, nxt)[..., 0].cpu().numpy()  # [layer, pos]
+        ce = (log_s[..., 0] - (nxt_logit - mx[..., 0])).cpu().numpy()  # [layer, pos]
         out["next_token_ce"][rows, ps] = np.where(valid.numpy()[None], ce, np.nan)

@@ -176,14 +176,14 @@ def big_vocab_case(make_session: SessionFactory) -> BigVocabCase:
 
 def _spy_chunks(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, ...]]:
     shapes: list[tuple[int, ...]] = []
-    real = core.stats._log_probs
+    real = core.stats._logits
 
     def spy(*args, **kwargs) -> torch.Tensor:
         out = real(*args, **kwargs)
         shapes.append(tuple(out.shape))
         return out
 
-    monkeypatch.setattr(core.stats, "_log_probs", spy)
+    monkeypatch.setattr(core.stats, "_logits", spy)
     return shapes
 
 
