@@ -21,7 +21,9 @@ st.markdown(
 PAGES = [
     ("pages/1_Lens.py", "Lens", ":material/layers:",
      "Logit lens over every layer × position: top-k tokens, target ranks, entropy, KL to the output; "
-     "what-if comparison of two prompts."),
+     "what-if comparison of two prompts; logit, tuned, affine lenses and patchscopes side by side."),
+    ("pages/2_Extraction.py", "Next-token extraction", ":material/target:",
+     "Precision@1 and surprisal per layer for every lens over a corpus sample (Patchscopes, logitscope)."),
 ]
 cols = st.columns(len(PAGES))
 for col, (path, label, icon, blurb) in zip(cols, PAGES):
