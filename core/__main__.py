@@ -91,6 +91,13 @@ def cmd_train_lens(args: argparse.Namespace) -> None:
     _print_frame(pd.DataFrame(rows), args.format)
 
 
+def cmd_import_lens(args: argparse.Namespace) -> None:
+    from core.tuned import import_lenses
+
+    folder = import_lenses(_session(args.model), args.dir)
+    print(json.dumps({"stored": str(folder)}))
+
+
 def cmd_extraction(args: argparse.Namespace) -> None:
     from core.analyses.extraction import run_extraction, summarise
     from core.data import corpus_texts, evaluation_texts, parse_user_texts, sample_texts
@@ -147,6 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--tokens", type=int, default=12_288, help="training tokens for the closed-form fit")
     train.add_argument("--format", choices=("json", "csv"), default="json")
     train.set_defaults(func=cmd_train_lens)
+
+    imp = sub.add_parser("import-lens", help="use a pretrained lens folder (params.safetensors + config.json)")
+    imp.add_argument("--model", default="bundled")
+    imp.add_argument("--dir", required=True)
+    imp.set_defaults(func=cmd_import_lens)
     return parser
 
 

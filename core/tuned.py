@@ -275,10 +275,23 @@ def save_lenses(session: ModelSession, trained: TrainedLenses) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.contiguous() for k, v in trained.tuned.lens.layer_translators.state_dict().items()}
     save_file(state, str(folder / "params.safetensors"))
-    save_file({"maps": trained.affine.maps.contiguous()}, str(folder / "affine.safetensors"))
+    if trained.affine is not None:
+        save_file({"maps": trained.affine.maps.contiguous()}, str(folder / "affine.safetensors"))
     (folder / "config.json").write_text(json.dumps(trained.tuned.lens.config.to_dict()))
     (folder / "report.json").write_text(json.dumps({"model": session.identity(), **trained.report}, indent=1))
     return folder
+
+
+def import_lenses(session: ModelSession, folder: str | Path) -> Path:
+    """Validate a pretrained lens folder (safetensors + config.json) and store it for this model."""
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise ValueError(f"No lens folder at {folder}.")
+    loaded = load_lenses(session, folder)
+    if loaded is None:
+        raise ValueError(f"{folder} holds no params.safetensors: not a lens folder Layerscope can read.")
+    loaded.report.setdefault("source", str(folder))
+    return save_lenses(session, loaded)
 
 
 def load_lenses(session: ModelSession, folder: Path | None = None) -> TrainedLenses | None:

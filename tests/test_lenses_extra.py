@@ -201,3 +201,23 @@ def test_trained_lens_beats_the_logit_lens_on_heldout_text(bundled_session) -> N
     assert (kl["tuned"][:-1] < kl["logit"][:-1]).all(), kl
     assert (kl["affine"][:-1] < kl["logit"][:-1]).all(), kl
     assert trained.report["kl_steps"] >= 1
+
+
+def test_import_lens_folder(fitted, tmp_path, monkeypatch) -> None:
+    from core.tuned import import_lenses
+
+    session, _resid, package_lens, maps = fitted
+    monkeypatch.setenv("LAYERSCOPE_CACHE", str(tmp_path / "elsewhere"))
+    source = save_lenses(session, TrainedLenses(TunedLens(session, package_lens), None, {"seconds": 2}))
+    assert not (source / "affine.safetensors").exists()
+    monkeypatch.setenv("LAYERSCOPE_CACHE", str(tmp_path / "here"))
+    assert load_lenses(session) is None
+    stored = import_lenses(session, source)
+    assert stored.is_relative_to(tmp_path / "here")
+    loaded = load_lenses(session)
+    assert loaded.affine is None and loaded.tuned.version == TunedLens(session, package_lens).version
+    with pytest.raises(ValueError, match="No lens folder"):
+        import_lenses(session, tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="params.safetensors"):
+        import_lenses(session, tmp_path / "empty")

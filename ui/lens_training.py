@@ -8,7 +8,7 @@ import streamlit as st
 
 from core.cache import stable_key
 from core.data import CORPORA
-from core.tuned import TrainingConfig, lens_dir, save_lenses, train_lenses, training_split
+from core.tuned import TrainingConfig, import_lenses, lens_dir, save_lenses, train_lenses, training_split
 from ui import cached, jobs
 from ui.downloads import chart_downloads
 from ui.format import layer_label
@@ -62,6 +62,16 @@ def panel(spec_key: str) -> None:
         st.info("No tuned lens for this model yet. Training takes about 4 minutes on 2 CPU cores: "
                 f"residuals of ~12K tokens of the {CORPORA['wikipedia']}, a least-squares fit per layer, "
                 "then two minutes of KL refinement; then the held-out KL is measured.")
+    with st.popover("Use a pretrained lens folder"):
+        folder = st.text_input("Folder with params.safetensors + config.json", key="w_lens_folder",
+                               help="Pickled params.pt files are refused: they can run code when loaded.")
+        if st.button("Load", key="load_lens_folder") and folder.strip():
+            try:
+                saved = import_lenses(cached.get_session(spec_key), folder.strip())
+                cached.trained_lenses.clear()
+                st.success(f"Stored in {saved}.")
+            except (ValueError, OSError) as err:
+                st.error(str(err))
     label = "Retrain lenses" if trained is not None else "Train tuned + affine lenses"
     if st.button(label, key="train_lenses"):
         cached.job_registry().forget(key)
