@@ -127,6 +127,41 @@ def cmd_extraction(args: argparse.Namespace) -> None:
     _print_frame(summarise(rows), args.format)
 
 
+def _depth_lens(session, name: str):
+    from core.lenses import LogitLens
+    from core.tuned import load_lenses
+
+    if name == "logit":
+        return LogitLens(session.adapter)
+    trained = load_lenses(session)
+    if trained is None:
+        raise ValueError(f"No tuned lens for {session.spec.label()} yet: run `python -m core train-lens "
+                         f"--model {session.spec.key()}` first, or use --lens logit.")
+    return trained.tuned
+
+
+def cmd_depth(args: argparse.Namespace) -> None:
+    from core.analyses.depth_tasks import SECTIONS, TABLES, run_section, verdicts
+
+    sections = SECTIONS if args.section == "all" else (args.section,)
+    if args.section == "all" and args.table != "verdicts":
+        raise ValueError("The 'all' section prints only the verdicts: add --table verdicts.")
+    if args.table != "verdicts" and args.table not in TABLES[args.section]:
+        raise ValueError(f"The {args.section} section has no table {args.table!r}; choose from "
+                         f"{', '.join(TABLES[args.section])} or verdicts.")
+    session = _session(args.model)
+    lens = _depth_lens(session, args.lens)
+    results = {}
+    for section in sections:
+        bar = _Bar(f"depth {section}")
+        results[section] = run_section(session, lens, section, args.n, args.seed, bar)
+        bar.close()
+    if args.table == "verdicts":
+        _print_frame(pd.DataFrame(verdicts(results)), args.format)
+    else:
+        _print_frame(results[args.section][args.table], args.format)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description="Layerscope analyses from the shell.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
@@ -159,6 +194,19 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--model", default="bundled")
     imp.add_argument("--dir", required=True)
     imp.set_defaults(func=cmd_import_lens)
+
+    depth = sub.add_parser("depth", help="how LLMs use their depth: guess-then-refine at the last position")
+    depth.add_argument("section", choices=("pos", "facts", "options", "frequency", "all"),
+                       help="which section; 'all' runs every one and prints the verdicts")
+    depth.add_argument("--model", default="bundled")
+    depth.add_argument("--n", type=int, default=50, help="examples (per tag for pos, per task for options)")
+    depth.add_argument("--lens", choices=("logit", "tuned"), default="logit")
+    depth.add_argument("--seed", type=int, default=42)
+    depth.add_argument("--table", default="rows",
+                       help="rows (default), curves (pos, facts), counts (pos), summary (options), "
+                            "shares / flips (frequency), or verdicts")
+    depth.add_argument("--format", choices=("json", "csv"), default="json")
+    depth.set_defaults(func=cmd_depth)
     return parser
 
 

@@ -56,7 +56,9 @@ rows = job.result
 summary = extraction_view.summarise(rows)
 st.subheader(f"{rows.text.nunique()} texts, {summary.layer.nunique()} layers, {summary.method.nunique()} methods")
 extraction_view.verdicts(summary)
-for metric in extraction_view.METRICS:
+st.caption("Methods: " + "; ".join(f"**{m}** = {cached.LENS_NAMES[m]}" for m in sorted(summary.method.unique())))
+for metric, description in extraction_view.METRICS.items():
+    st.markdown(f"**{description}**")
     chart = extraction_view.metric_chart(summary, metric)
     st.altair_chart(chart, width="content")
     chart_downloads(chart, summary, f"extraction_{metric}", key=f"dl_{metric}")

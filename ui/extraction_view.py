@@ -85,15 +85,17 @@ def work(spec_key: str, request: ExtractionRequest):
 
 
 def metric_chart(summary: pd.DataFrame, metric: str) -> alt.Chart:
-    data = summary.assign(method_name=summary.method.map(lambda m: cached.LENS_NAMES.get(m, m)))
-    scale = alt.Scale(domain=[0, 1]) if metric == "precision_at_1" else alt.Scale(zero=True)
-    return alt.Chart(data).mark_line(point=True).encode(
+    """One line per method across source layers (surprisals on a symlog axis: the embeddings' logit-lens
+    reading is off by two orders of magnitude)."""
+    scale = alt.Scale(domain=[0, 1]) if metric == "precision_at_1" else alt.Scale(type="symlog")
+    return alt.Chart(summary).mark_line(point=True).encode(
         x=alt.X("layer:Q", title="source layer (0 = embeddings)"),
-        y=alt.Y(f"{metric}:Q", scale=scale, title=metric.replace("_", " ")),
-        color=alt.Color("method_name:N", title="method", legend=alt.Legend(orient="bottom", columns=2)),
-        strokeDash=alt.StrokeDash("method_name:N", legend=None),
-        tooltip=["layer", "method_name", alt.Tooltip(f"{metric}:Q", format=".3f"), "n"],
-    ).properties(width=520, height=300, title=METRICS[metric])
+        y=alt.Y(f"{metric}:Q", scale=scale,
+                title="precision@1" if metric == "precision_at_1" else f"{metric.replace('_', ' ')} (nats, symlog)"),
+        color=alt.Color("method:N", title="method"),
+        strokeDash=alt.StrokeDash("method:N", title="method"),
+        tooltip=["layer", "method", alt.Tooltip(f"{metric}:Q", format=".3f"), "n"],
+    ).properties(width=560, height=300)
 
 
 def verdicts(summary: pd.DataFrame) -> None:
