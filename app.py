@@ -24,6 +24,8 @@ PAGES = [
      "what-if comparison of two prompts; logit, tuned, affine lenses and patchscopes side by side."),
     ("pages/2_Extraction.py", "Next-token extraction", ":material/target:",
      "Precision@1 and surprisal per layer for every lens over a corpus sample (Patchscopes, logitscope)."),
+    ("pages/3_Depth.py", "Depth", ":material/stacked_line_chart:",
+     "Guess, then refine: parts of speech, multi-token facts, options, frequency buckets and decision flips."),
 ]
 cols = st.columns(len(PAGES))
 for col, (path, label, icon, blurb) in zip(cols, PAGES):
