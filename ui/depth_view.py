@@ -71,6 +71,17 @@ def options_chart(summary: pd.DataFrame) -> alt.Chart:
     ).properties(width=560, height=200)
 
 
+def option_probability_chart(rows: pd.DataFrame) -> alt.Chart:
+    """Mean probability of each option across layers, one panel per task."""
+    mean = rows.groupby(["task", "option", "layer"], as_index=False).agg(prob=("prob", "mean"),
+                                                                         rank=("rank", "median"))
+    return alt.Chart(mean).mark_line(point=True).encode(
+        x=alt.X("layer:Q", title="layer (0 = embeddings)"), y=alt.Y("prob:Q", title="mean probability"),
+        color=alt.Color("option:N"), tooltip=["task", "option", "layer", alt.Tooltip("prob:Q", format=".3f"),
+                                               alt.Tooltip("rank:Q", title="median rank")],
+    ).properties(width=300, height=220).facet(column=alt.Column("task:N", title=None))
+
+
 def shares_chart(shares: pd.DataFrame) -> alt.Chart:
     order = list(dict.fromkeys(shares.column))
     return alt.Chart(shares).mark_bar().encode(
@@ -94,7 +105,8 @@ def show_section(section: str, frames: dict[str, pd.DataFrame]) -> None:
     """The section's figure(s) and tables with downloads."""
     figures = {"pos": [("curves", lambda f: curves_chart(f["curves"], "tag"))],
                "facts": [("curves", lambda f: curves_chart(f["curves"], "answer token"))],
-               "options": [("summary", lambda f: options_chart(f["summary"]))],
+               "options": [("summary", lambda f: options_chart(f["summary"])),
+                           ("rows", lambda f: option_probability_chart(f["rows"]))],
                "frequency": [("shares", lambda f: shares_chart(f["shares"])),
                              ("flips", lambda f: flips_chart(f["flips"]))]}[section]
     if section == "pos":
