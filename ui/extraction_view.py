@@ -9,7 +9,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from core.analyses.extraction import qualitative_checks, run_extraction, summarise
+from core.analyses.extraction import qualitative_checks, run_extraction, summarise  # noqa: F401 (used by the page)
 from core.cache import stable_key
 from core.data import CORPORA, corpus_texts, evaluation_texts, parse_user_texts, sample_texts
 from ui import cached
