@@ -77,11 +77,6 @@ def wikipedia_paragraphs(min_chars: int = 200) -> list[str]:
     return [p for _title, text in wikipedia_articles() for p in _clean_paragraphs(text, min_chars)]
 
 
-def wikipedia_lines(min_chars: int = 40) -> list[str]:
-    """Single lines of prose (what the depth paper tags with spaCy)."""
-    return [p for p in wikipedia_paragraphs(min_chars)]
-
-
 @lru_cache(maxsize=1)
 def lee_documents() -> tuple[str, ...]:
     """The 300 Lee background news articles (one per line in the file)."""

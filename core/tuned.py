@@ -23,7 +23,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -33,15 +33,11 @@ from tuned_lens.nn import TunedLensConfig
 
 from core.lenses import LogitLens
 from core.paths import cache_dir
+from core.progress import Progress, no_progress
 from core.stats import lens_stats
 from core.trace import ModelSession
 
 log = logging.getLogger(__name__)
-Progress = Callable[[float, str], None]
-
-
-def _quiet(fraction: float, message: str) -> None:
-    log.info("%3.0f%% %s", 100 * fraction, message)
 
 
 @dataclass(frozen=True)
@@ -122,7 +118,7 @@ class TrainedLenses:
 
 # -- data ------------------------------------------------------------------------------------------
 def collect_residuals(session: ModelSession, texts: Sequence[str], n_tokens: int, seq_len: int,
-                      progress: Progress = _quiet) -> torch.Tensor:
+                      progress: Progress = no_progress) -> torch.Tensor:
     """-> [layer+1, token, d_model] residuals of positions 1.. of each text, up to ``n_tokens``."""
     chunks, total = [], 0
     for text in texts:
@@ -189,7 +185,7 @@ def new_package_lens(session: ModelSession) -> PackageTunedLens:
 
 # -- KL refinement ---------------------------------------------------------------------------------
 def refine_kl(session: ModelSession, lens: PackageTunedLens, resid: torch.Tensor, cfg: TrainingConfig,
-              progress: Progress = _quiet) -> list[float]:
+              progress: Progress = no_progress) -> list[float]:
     """Adam on the translators minimising KL(final || lens), for ``cfg.kl_seconds``. -> loss per step."""
     adapter, n = session.adapter, session.adapter.n_layers
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -240,7 +236,7 @@ def training_split(cfg: TrainingConfig) -> tuple[list[str], list[str]]:
 
 
 def train_lenses(session: ModelSession, train_texts: Sequence[str], eval_texts: Sequence[str],
-                 cfg: TrainingConfig = TrainingConfig(), progress: Progress = _quiet) -> TrainedLenses:
+                 cfg: TrainingConfig = TrainingConfig(), progress: Progress = no_progress) -> TrainedLenses:
     """Collect, fit in closed form, refine by KL, evaluate. Progress goes 0 -> 1 over the four stages."""
     torch.manual_seed(cfg.seed)
     t0 = time.monotonic()

@@ -15,8 +15,9 @@ from typing import Any, Callable
 
 import streamlit as st
 
+from core.progress import Progress
+
 log = logging.getLogger(__name__)
-Progress = Callable[[float, str], None]
 
 
 @dataclass

@@ -11,26 +11,22 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
 from core.lenses import Lens
+from core.progress import Progress, no_progress
 from core.trace import ModelSession
 
-Progress = Callable[[float, str], None]
 POS_TAGS: tuple[str, ...] = ("DET", "ADP", "PUNCT", "NOUN", "VERB", "ADJ")
 FUNCTION_TAGS: tuple[str, ...] = ("DET", "ADP", "PUNCT")
 CONTENT_TAGS: tuple[str, ...] = ("NOUN", "VERB", "ADJ")
 BUCKETS: tuple[str, ...] = ("Top-10", "Top-100", "Top-1000", "Rest")
 MIN_PROMPT_CHARS = 17
 CURVE_COLUMNS = ["group", "k", "mean_layer", "std_layer", "n"]
-
-
-def _noop(fraction: float, message: str) -> None:
-    return None
 
 
 # -- the per-layer readout at the last position ------------------------------------------------------
@@ -199,7 +195,7 @@ def wikipedia_sentences(seed: int) -> list[str]:
     return lines
 
 
-def pos_section(session: ModelSession, lens: Lens, n: int, seed: int = 42, progress: Progress = _noop,
+def pos_section(session: ModelSession, lens: Lens, n: int, seed: int = 42, progress: Progress = no_progress,
                 tags: Sequence[str] = POS_TAGS, max_tries: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """-> (rows: tag, example, prompt, answer, layer, rank, prob, guess; counts: tag, kept, tried).
 
@@ -275,7 +271,7 @@ def random_prefixes(n: int, seed: int, max_words: int = 120) -> list[str]:
 
 
 def frequency_section(session: ModelSession, lens: Lens, n: int, seed: int = 42,
-                      progress: Progress = _noop) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+                      progress: Progress = no_progress) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """-> (rows: example, layer, guess(_token), bucket, final(_token), final_bucket; shares per (column, bucket);
     flip rates per (layer, bucket)). Buckets come from :func:`token_counts` (bundled Wikipedia sample)."""
     buckets = frequency_buckets(token_counts(session))

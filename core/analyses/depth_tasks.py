@@ -22,10 +22,11 @@ import pandas as pd
 import torch
 
 from core.analyses.depth import (
-    CONTENT_TAGS, FUNCTION_TAGS, Progress, Readout, _noop, earliest_layer, earliest_layer_curves,
+    CONTENT_TAGS, FUNCTION_TAGS, Readout, earliest_layer, earliest_layer_curves,
     frequency_section, pos_section, readout,
 )
 from core.lenses import Lens
+from core.progress import Progress, no_progress
 from core.trace import ModelSession
 
 R = TypeVar("R", bound=Readout)
@@ -89,7 +90,7 @@ def _step(session: ModelSession, lens: Lens) -> Callable[[list[int]], Readout]:
 
 
 def facts_section(session: ModelSession, lens: Lens, n: int, seed: int = 42,
-                  progress: Progress = _noop) -> pd.DataFrame:
+                  progress: Progress = no_progress) -> pd.DataFrame:
     """-> rows: relation, answer_len, token_num (1-based), example, layer, rank, prob, guess (top-1 text).
 
     Answers of 1-3 tokens (of ``" " + answer``) only; rank is that of the correctly predicted token.
@@ -164,7 +165,7 @@ def capital_mcq_prompts(n: int, seed: int, shots: int = 2) -> list[tuple[str, st
 
 
 def options_section(session: ModelSession, lens: Lens, n: int, seed: int = 42,
-                    progress: Progress = _noop) -> tuple[pd.DataFrame, pd.DataFrame]:
+                    progress: Progress = no_progress) -> tuple[pd.DataFrame, pd.DataFrame]:
     """-> (rows: task, example, option, layer, rank, prob; summary per example). Option token = the
     LAST token of ``" " + option``; ``n`` examples per task (sentiment, capital MCQ)."""
     tasks = {"sentiment": (("negative", "positive"), sentiment_prompts(n, seed)),
@@ -271,7 +272,7 @@ def verdicts(results: dict[str, dict[str, pd.DataFrame]]) -> list[dict]:
 
 # -- run + cache ------------------------------------------------------------------------------------------
 def compute_section(session: ModelSession, lens: Lens, section: str, n: int, seed: int = 42,
-                    progress: Progress = _noop) -> dict[str, pd.DataFrame]:
+                    progress: Progress = no_progress) -> dict[str, pd.DataFrame]:
     """One section -> named tidy frames (pos: rows, counts, curves; facts: rows, curves;
     options: rows, summary; frequency: rows, shares, flips)."""
     vocab = session.adapter.d_vocab
@@ -292,7 +293,7 @@ def compute_section(session: ModelSession, lens: Lens, section: str, n: int, see
 
 
 def run_section(session: ModelSession, lens: Lens, section: str, n: int, seed: int = 42,
-                progress: Progress = _noop) -> dict[str, pd.DataFrame]:
+                progress: Progress = no_progress) -> dict[str, pd.DataFrame]:
     """:func:`compute_section`, stored in the disk cache (model, section, n, seed, lens name + version)."""
     from core.cache import cached
 

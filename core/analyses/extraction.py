@@ -14,20 +14,16 @@ from __future__ import annotations
 
 import hashlib
 import random
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import pandas as pd
 import torch
 
 from core.lenses import Lens
+from core.progress import Progress, no_progress
 from core.trace import ModelSession
 
-Progress = Callable[[float, str], None]
 SUMMARY_COLUMNS = ["layer", "method", "precision_at_1", "surprisal_patched", "surprisal_original", "n"]
-
-
-def _noop(fraction: float, message: str) -> None:
-    return None
 
 
 def pick_positions(session: ModelSession, texts: Sequence[str], seed: int,
@@ -51,7 +47,7 @@ def _adds_bos(session: ModelSession) -> bool:
 
 
 def extraction_rows(session: ModelSession, texts: Sequence[str], lenses: Mapping[str, Lens], seed: int = 0,
-                    progress: Progress = _noop) -> pd.DataFrame:
+                    progress: Progress = no_progress) -> pd.DataFrame:
     """One row per (text, layer, method): correct, surprisal_patched, surprisal_original."""
     prefixes = pick_positions(session, texts, seed)
     if not prefixes:
@@ -117,7 +113,7 @@ def qualitative_checks(summary: pd.DataFrame) -> list[dict]:
 
 
 def run_extraction(session: ModelSession, texts: Sequence[str], lenses: Mapping[str, Lens], seed: int = 0,
-                   progress: Progress = _noop) -> pd.DataFrame:
+                   progress: Progress = no_progress) -> pd.DataFrame:
     """:func:`extraction_rows`, stored in the disk cache (keyed by model, texts, seed and lenses)."""
     from core.cache import cached
 
