@@ -7,6 +7,7 @@ non-zero exit status, never a traceback.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
@@ -14,50 +15,21 @@ import sys
 
 import pandas as pd
 
+from core.cli_util import Bar, load_session, print_frame
+
 log = logging.getLogger("layerscope")
-
-
-def _print_frame(frame: pd.DataFrame, fmt: str) -> None:
-    if fmt == "csv":
-        frame.to_csv(sys.stdout, index=False)
-    else:
-        json.dump(json.loads(frame.to_json(orient="records", force_ascii=False)), sys.stdout,
-                  ensure_ascii=False, indent=1)
-        sys.stdout.write("\n")
-
-
-def _session(model: str):
-    from core.models import ModelSpec
-    from core.trace import ModelSession
-
-    return ModelSession.load(ModelSpec.parse(model), progress=lambda f, m: log.info("%s", m))
+# Subcommands that live beside their analysis: each module has register(subparsers).
+CLI_MODULES = ("core.cli_topk", "core.cli_topics", "core.cli_attention_mlp")
 
 
 def cmd_lens(args: argparse.Namespace) -> None:
     from core.analyses.lens import run_lens
 
-    session = _session(args.model)
+    session = load_session(args.model)
     result = run_lens(session, args.prompt, top_k=args.top_k, targets=[args.target] if args.target else None)
     for note in result.notes:
         log.warning("%s", note)
-    _print_frame(result.frame, args.format)
-
-
-class _Bar:
-    """tqdm progress on stderr for long work (a core ``progress(fraction, message)`` callback)."""
-
-    def __init__(self, label: str) -> None:
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=1000, desc=label, file=sys.stderr, leave=False,
-                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
-
-    def __call__(self, fraction: float, message: str) -> None:
-        self.bar.n = int(1000 * max(0.0, min(1.0, fraction)))
-        self.bar.set_postfix_str(message[:60], refresh=True)
-
-    def close(self) -> None:
-        self.bar.close()
+    print_frame(result.frame, args.format)
 
 
 def _learned_lenses(session, train_if_missing: bool):
@@ -68,7 +40,7 @@ def _learned_lenses(session, train_if_missing: bool):
         log.warning("No tuned lens for %s yet: training one (about 4 minutes)…", session.spec.label())
         cfg = TrainingConfig()
         train, held = training_split(cfg)
-        bar = _Bar("training lenses")
+        bar = Bar("training lenses")
         trained = train_lenses(session, train, held, cfg, bar)
         bar.close()
         save_lenses(session, trained)
@@ -78,23 +50,23 @@ def _learned_lenses(session, train_if_missing: bool):
 def cmd_train_lens(args: argparse.Namespace) -> None:
     from core.tuned import TrainingConfig, save_lenses, train_lenses, training_split
 
-    session = _session(args.model)
+    session = load_session(args.model)
     cfg = TrainingConfig(kl_seconds=args.kl_seconds, n_train_tokens=args.tokens)
     train, held = training_split(cfg)
-    bar = _Bar("training lenses")
+    bar = Bar("training lenses")
     trained = train_lenses(session, train, held, cfg, bar)
     bar.close()
     folder = save_lenses(session, trained)
     rows = [{"layer": layer, "lens": lens, "heldout_kl": kl}
             for lens, values in trained.report["heldout_kl"].items() for layer, kl in enumerate(values)]
     log.warning("saved to %s in %.0f s", folder, trained.report["seconds"])
-    _print_frame(pd.DataFrame(rows), args.format)
+    print_frame(pd.DataFrame(rows), args.format)
 
 
 def cmd_import_lens(args: argparse.Namespace) -> None:
     from core.tuned import import_lenses
 
-    folder = import_lenses(_session(args.model), args.dir)
+    folder = import_lenses(load_session(args.model), args.dir)
     print(json.dumps({"stored": str(folder)}))
 
 
@@ -103,7 +75,7 @@ def cmd_extraction(args: argparse.Namespace) -> None:
     from core.data import corpus_texts, evaluation_texts, parse_user_texts, sample_texts
     from core.lenses import LogitLens, identity_patchscope, question_patchscope
 
-    session = _session(args.model)
+    session = load_session(args.model)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = set(methods) - {"logit", "tuned", "affine", "identity", "question"}
     if unknown:
@@ -121,10 +93,10 @@ def cmd_extraction(args: argparse.Namespace) -> None:
     else:
         texts = evaluation_texts(corpus_texts(args.corpus))
     sample = sample_texts(texts, args.n, args.seed)
-    bar = _Bar("extraction")
+    bar = Bar("extraction")
     rows = run_extraction(session, sample, lenses, seed=args.seed, progress=bar)
     bar.close()
-    _print_frame(summarise(rows), args.format)
+    print_frame(summarise(rows), args.format)
 
 
 def _depth_lens(session, name: str):
@@ -149,17 +121,17 @@ def cmd_depth(args: argparse.Namespace) -> None:
     if args.table != "verdicts" and args.table not in TABLES[args.section]:
         raise ValueError(f"The {args.section} section has no table {args.table!r}; choose from "
                          f"{', '.join(TABLES[args.section])} or verdicts.")
-    session = _session(args.model)
+    session = load_session(args.model)
     lens = _depth_lens(session, args.lens)
     results = {}
     for section in sections:
-        bar = _Bar(f"depth {section}")
+        bar = Bar(f"depth {section}")
         results[section] = run_section(session, lens, section, args.n, args.seed, bar)
         bar.close()
     if args.table == "verdicts":
-        _print_frame(pd.DataFrame(verdicts(results)), args.format)
+        print_frame(pd.DataFrame(verdicts(results)), args.format)
     else:
-        _print_frame(results[args.section][args.table], args.format)
+        print_frame(results[args.section][args.table], args.format)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -207,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "shares / flips (frequency), or verdicts")
     depth.add_argument("--format", choices=("json", "csv"), default="json")
     depth.set_defaults(func=cmd_depth)
+
+    for module in CLI_MODULES:
+        importlib.import_module(module).register(sub)
     return parser
 
 
