@@ -26,6 +26,9 @@ PAGES = [
      "Precision@1 and surprisal per layer for every lens over a corpus sample (Patchscopes, logitscope)."),
     ("pages/3_Depth.py", "Depth", ":material/stacked_line_chart:",
      "Guess, then refine: parts of speech, multi-token facts, options, frequency buckets and decision flips."),
+    ("pages/5_Neuron_topics.py", "Neuron topics", ":material/hub:",
+     "Neurons as superposed topic models: vocabulary pools, NPMI word graphs, star sets and exact "
+     "max-coherence topics against a random baseline."),
 ]
 cols = st.columns(len(PAGES))
 for col, (path, label, icon, blurb) in zip(cols, PAGES):
