@@ -1,7 +1,7 @@
 """Text corpora: the ones bundled with installed packages, and the user's own files.
 
 Bundled (inside the ``gensim`` wheel, real text, offline):
-* ``wikipedia`` — 206 English Wikipedia articles (about 0.5M words after markup is stripped),
+* ``wikipedia`` — 107 English Wikipedia articles (the 206 pages of the gensim file minus redirects; about 0.48M words after markup is stripped),
 * ``lee`` — 300 news articles (Lee background corpus),
 * ``polarity`` — 200 labelled movie-review sentences (Pang & Lee),
 * ``questions-words`` — analogy relations (capital-world, currency, city-in-state, ...).
@@ -26,7 +26,7 @@ from core.paths import cache_dir
 
 WIKI_FILE = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 CORPORA = {
-    "wikipedia": "206 English Wikipedia articles (gensim test data, ~0.5M words)",
+    "wikipedia": "107 English Wikipedia articles (gensim test data, ~0.48M words)",
     "lee": "300 news articles (Lee background corpus, gensim test data)",
 }
 _MARKUP = re.compile(r"'{2,}")
