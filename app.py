@@ -26,13 +26,16 @@ PAGES = [
      "Precision@1 and surprisal per layer for every lens over a corpus sample (Patchscopes, logitscope)."),
     ("pages/3_Depth.py", "Depth", ":material/stacked_line_chart:",
      "Guess, then refine: parts of speech, multi-token facts, options, frequency buckets and decision flips."),
+    ("pages/4_Top-k_order.py", "Top-k order", ":material/format_list_numbered:",
+     "Looking Beyond the Top-1: saturation layers of the top-k tokens, their order (strict Kendall's τ), "
+     "task probes, intervention, early exit, better LM, the random-init twin, ViT and Whisper."),
     ("pages/5_Neuron_topics.py", "Neuron topics", ":material/hub:",
      "Neurons as superposed topic models: vocabulary pools, NPMI word graphs, star sets and exact "
      "max-coherence topics against a random baseline."),
 ]
-cols = st.columns(len(PAGES))
-for col, (path, label, icon, blurb) in zip(cols, PAGES):
-    with col.container(border=True):
+cols = st.columns(3)
+for i, (path, label, icon, blurb) in enumerate(PAGES):
+    with cols[i % 3].container(border=True):
         st.page_link(path, label=label, icon=icon, query_params=shared_params())
         st.caption(blurb)
 
