@@ -32,6 +32,9 @@ PAGES = [
     ("pages/5_Neuron_topics.py", "Neuron topics", ":material/hub:",
      "Neurons as superposed topic models: vocabulary pools, NPMI word graphs, star sets and exact "
      "max-coherence topics against a random baseline."),
+    ("pages/6_Attention_MLP.py", "Attention → MLP", ":material/call_split:",
+     "Next-token neurons, their max-activating prompts, the attention heads that switch them on, and what "
+     "ablating those heads does."),
 ]
 cols = st.columns(3)
 for i, (path, label, icon, blurb) in enumerate(PAGES):

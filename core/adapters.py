@@ -170,3 +170,42 @@ class Adapter:
     def neuron_out_weight(self, layer: int) -> torch.Tensor:
         """[d_mlp, d_model]: each MLP neuron's output direction (row n = neuron n)."""
         return _linear_weight_in_out(self.neurons(layer))
+
+    # -- MLP inputs (added for the Attention -> MLP page) ----------------------------------------
+    _MLP_IN: dict[str, tuple[str, tuple[str, ...], bool]] = {
+        # model_type -> (pre-MLP norm path, MLP input projections (gate first when gated), parallel block)
+        "gpt2": ("ln_2", ("mlp.c_fc",), False),
+        "llama": ("post_attention_layernorm", ("mlp.gate_proj", "mlp.up_proj"), False),
+        "mistral": ("post_attention_layernorm", ("mlp.gate_proj", "mlp.up_proj"), False),
+        "qwen2": ("post_attention_layernorm", ("mlp.gate_proj", "mlp.up_proj"), False),
+        "qwen3": ("post_attention_layernorm", ("mlp.gate_proj", "mlp.up_proj"), False),
+        "smollm3": ("post_attention_layernorm", ("mlp.gate_proj", "mlp.up_proj"), False),
+        "gpt_neox": ("post_attention_layernorm", ("mlp.dense_h_to_4h",), True),
+        "gptj": ("ln_1", ("mlp.fc_in",), True),
+        "opt": ("final_layer_norm", ("fc1",), False),
+    }
+
+    def mlp_norm(self, layer: int) -> nn.Module:
+        """The norm whose output the MLP of block ``layer`` reads (ln_2, post_attention_layernorm, ...)."""
+        return _get(self.blocks[layer], self._MLP_IN[self.model_type][0])
+
+    def mlp_in_modules(self, layer: int) -> list[nn.Module]:
+        """The MLP's input projections: [c_fc] for GPT-2-style MLPs, [gate_proj, up_proj] when gated."""
+        return [_get(self.blocks[layer], path) for path in self._MLP_IN[self.model_type][1]]
+
+    def mlp_in_weight(self, layer: int) -> torch.Tensor:
+        """[d_model, d_mlp]: W_in (GPT-2-style) or W_gate (gated MLPs); column n = neuron n's input."""
+        return _linear_weight_in_out(self.mlp_in_modules(layer)[0])
+
+    def mlp_up_weight(self, layer: int) -> torch.Tensor | None:
+        """[d_model, d_mlp]: W_up of a gated MLP; None for GPT-2-style MLPs."""
+        modules = self.mlp_in_modules(layer)
+        return _linear_weight_in_out(modules[1]) if len(modules) > 1 else None
+
+    def mlp_reads_block_input(self) -> bool:
+        """True for parallel blocks (GPT-J, GPT-NeoX with use_parallel_residual): the MLP reads the block's
+        input, not the residual after the block's own attention."""
+        parallel = self._MLP_IN[self.model_type][2]
+        if self.model_type == "gpt_neox":
+            return bool(getattr(self.model.config, "use_parallel_residual", True))
+        return parallel
