@@ -170,7 +170,9 @@ def attribution_heatmap(attr: pd.DataFrame, rule: str) -> alt.LayerChart:
     """Prompts (y) x heads (x), colour = direct attribution; dots mark heads active under ``rule``."""
     order = attr.drop_duplicates("head_label").sort_values(["head_layer", "head"]).head_label.tolist()
     base = alt.Chart(attr).encode(
-        x=alt.X("head_label:N", sort=order, title="head (block, head)", axis=alt.Axis(labelFontSize=7)),
+        x=alt.X("head_label:N", sort=order, title="head (block, head; the first head of each block labelled)",
+                axis=alt.Axis(labelFontSize=8, labelExpr="indexof(datum.value, 'H0') >= 0 && "
+                              "indexof(datum.value, 'H0') == length(datum.value) - 2 ? datum.value : ''")),
         y=alt.Y("prompt:O", title="prompt (by activation)"))
     limit = float(attr["attr"].abs().max()) or 1.0
     cells = base.mark_rect().encode(

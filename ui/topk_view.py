@@ -181,7 +181,7 @@ def exit_chart(points: pd.DataFrame) -> alt.LayerChart:
         y=alt.Y("accuracy:Q", title="next-token accuracy", scale=alt.Scale(zero=False)),
         color=alt.Color("method:N"), order="threshold:Q", tooltip=tooltip)
     dots = alt.Chart(singles).mark_point(size=140, filled=True).encode(
-        x="speedup:Q", y="accuracy:Q", color="method:N", shape="method:N", tooltip=tooltip)
+        x="speedup:Q", y="accuracy:Q", color="method:N", shape=alt.Shape("method:N", legend=None), tooltip=tooltip)
     return (lines + dots).properties(width=560, height=320)
 
 
