@@ -104,23 +104,8 @@ def neuron_table(session: ModelSession, s: Settings) -> pd.DataFrame:
 
 def _job(key: str, label: str, work, button: str, help_text: str):
     """Start button / progress / error / result of one background job (None until it has a result)."""
-    registry = cached.job_registry()
-    job = registry.get(key)
-    if job is None:
-        st.button(button, key=f"run_amlp_{label.replace(' ', '_')}", type="primary",
-                  on_click=lambda: registry.start(key, label, work))
-        st.caption(help_text)
-        return None
-    if not job.done:
-        jobs.watch(key)
-        return None
-    if job.error:
-        st.error(f"{label} failed: {job.error}")
-        if st.button("Try again", key=f"retry_amlp_{label.replace(' ', '_')}"):
-            registry.forget(key)
-            st.rerun()
-        return None
-    return job.result
+    name = label.replace(" ", "_")
+    return jobs.job_panel(key, label, work, button=button, button_key=f"run_amlp_{name}", caption=help_text)
 
 
 def neuron_job(spec_key: str, neurons: pd.DataFrame, s: Settings, layer: int, neuron: int) -> dict | None:

@@ -27,27 +27,12 @@ def section_job(spec_key: str, lens_name: str, section: str, seed: int) -> dict[
     """Sample size + Run for one section; returns its frames once computed (None before)."""
     n = int(st.number_input(f"n ({N_HELP[section]})", 1, 2000, DEFAULT_N[section], key=f"w_depth_n_{section}"))
     key = _key(spec_key, lens_name, section, n, seed)
-    registry = cached.job_registry()
-    job = registry.get(key)
-    if job is None:
-        lens = cached.build_lens(spec_key, lens_name)
-        session = cached.get_session(spec_key)
-        st.button("Run", key=f"run_depth_{section}", type="primary",
-                  on_click=lambda: registry.start(key, f"Depth: {section}",
-                                                  lambda progress: run_section(session, lens, section, n, seed,
-                                                                               progress)))
-        st.caption("Results are cached on disk: a second run with the same settings is instant.")
-        return None
-    if not job.done:
-        jobs.watch(key)
-        return None
-    if job.error:
-        st.error(f"The {section} section failed: {job.error}")
-        if st.button("Try again", key=f"retry_depth_{section}"):
-            registry.forget(key)
-            st.rerun()
-        return None
-    return job.result
+    lens = cached.build_lens(spec_key, lens_name)
+    session = cached.get_session(spec_key)
+    return jobs.job_panel(key, f"Depth: {section}",
+                          lambda progress: run_section(session, lens, section, n, seed, progress),
+                          button_key=f"run_depth_{section}",
+                          caption="Results are cached on disk: a second run with the same settings is instant.")
 
 
 def curves_chart(curves: pd.DataFrame, title: str) -> alt.Chart:

@@ -61,25 +61,7 @@ MIN_FREQ_HELP = (f"p(w) and p(a, b) count as 0 below this many windows. The pape
 def job(key: str, label: str, work: Callable[[Callable], Any], button: str, button_key: str,
         start_now: bool = False) -> Any:
     """A background job behind a button (or started at once): its result when done, else None."""
-    registry = cached.job_registry()
-    current = registry.get(key)
-    if current is None:
-        if start_now:
-            registry.start(key, label, work)
-            jobs.watch(key)
-        else:
-            st.button(button, key=button_key, type="primary", on_click=lambda: registry.start(key, label, work))
-        return None
-    if not current.done:
-        jobs.watch(key)
-        return None
-    if current.error:
-        st.error(f"{label} failed: {current.error}")
-        if st.button("Try again", key=f"retry_{button_key}"):
-            registry.forget(key)
-            st.rerun()
-        return None
-    return current.result
+    return jobs.job_panel(key, label, work, button=button, button_key=button_key, start_now=start_now)
 
 
 def reference(spec_key: str, params: TopicParams) -> Reference | None:

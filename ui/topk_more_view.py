@@ -28,23 +28,8 @@ UPLOAD_TYPES = {"vit": ["png", "jpg", "jpeg"], "whisper": ["wav"]}
 def _job(key: str, section: str, label: str, work: Callable[[Any], dict[str, pd.DataFrame]],
          disabled: bool = False) -> dict[str, pd.DataFrame] | None:
     """Run button / live progress / error with retry for one job; its frames once computed (None before)."""
-    registry = cached.job_registry()
-    job = registry.get(key)
-    if job is None:
-        st.button("Run", key=f"run_topk_{section}", type="primary", disabled=disabled,
-                  on_click=lambda: registry.start(key, label, work))
-        st.caption("Results are cached on disk: a second run with the same settings is instant.")
-        return None
-    if not job.done:
-        jobs.watch(key)
-        return None
-    if job.error:
-        st.error(f"The {label} run failed: {job.error}")
-        if st.button("Try again", key=f"retry_topk_{section}"):
-            registry.forget(key)
-            st.rerun()
-        return None
-    return job.result
+    return jobs.job_panel(key, label, work, button_key=f"run_topk_{section}", disabled=disabled,
+                          caption="Results are cached on disk: a second run with the same settings is instant.")
 
 
 def _figure(chart: alt.TopLevelMixin, frame: pd.DataFrame, name: str) -> None:

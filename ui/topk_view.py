@@ -44,25 +44,11 @@ def section_job(spec_key: str, section: str, params: TopkParams) -> dict[str, pd
     """Run button / live progress / error for one section; its frames once computed (None before)."""
     session = cached.get_session(spec_key)
     key = stable_key("topk-job", model=session.identity(), section=section, params=params.__dict__)
-    registry = cached.job_registry()
-    job = registry.get(key)
-    if job is None:
-        st.button("Run", key=f"run_topk_{section}", type="primary",
-                  on_click=lambda: registry.start(key, f"Top-k: {LABELS[section]}",
-                                                  lambda progress: run_section(session, section, params, progress)))
-        st.caption("About 3-8 s per 128-token text on 2 CPU cores (the logit lens over every layer); results are "
-                   "cached on disk, and texts are shared between sections.")
-        return None
-    if not job.done:
-        jobs.watch(key)
-        return None
-    if job.error:
-        st.error(f"The {LABELS[section].lower()} section failed: {job.error}")
-        if st.button("Try again", key=f"retry_topk_{section}"):
-            registry.forget(key)
-            st.rerun()
-        return None
-    return job.result
+    return jobs.job_panel(key, f"Top-k: {LABELS[section]}",
+                          lambda progress: run_section(session, section, params, progress),
+                          button_key=f"run_topk_{section}",
+                          caption="About 3-8 s per 128-token text on 2 CPU cores (the logit lens over every layer); "
+                                  "results are cached on disk, and texts are shared between sections.")
 
 
 def _figure(chart: alt.TopLevelMixin, frame: pd.DataFrame, name: str) -> None:
