@@ -10,7 +10,7 @@ from core.analyses.depth_tasks import run_section, verdicts
 from core.cache import stable_key
 from core.data import CORPORA
 from ui import cached, jobs
-from ui.downloads import chart_downloads, table_downloads
+from ui.downloads import show_chart, tables_expander
 
 DEFAULT_N = {"pos": 20, "facts": 40, "options": 10, "frequency": 40}
 N_HELP = {"pos": "kept examples per tag", "facts": "prompts in all (shared by the relations)",
@@ -100,14 +100,8 @@ def show_section(section: str, frames: dict[str, pd.DataFrame]) -> None:
     if section == "frequency":
         st.caption(f"Frequencies counted with this model's tokenizer over the {CORPORA['wikipedia']}.")
     for table, build in figures:
-        chart = build(frames)
-        st.altair_chart(chart, width="content")
-        chart_downloads(chart, frames[table], f"depth_{section}_{table}", key=f"dl_depth_{section}_{table}")
-    with st.expander("Tables"):
-        for name, frame in frames.items():
-            st.markdown(f"**{name}**")
-            st.dataframe(frame, hide_index=True, width="stretch", height=220)
-            table_downloads(frame, f"depth_{section}_{name}", key=f"dl_depth_{section}_{name}_table")
+        show_chart(build(frames), frames[table], f"depth_{section}_{table}")
+    tables_expander(frames, f"depth_{section}")
 
 
 def show_verdicts(results: dict[str, dict[str, pd.DataFrame]]) -> None:

@@ -40,3 +40,18 @@ def chart_downloads(chart: alt.TopLevelMixin, frame: pd.DataFrame, name: str, ke
                             on_click="ignore", icon=":material/image:")
     row.download_button("CSV", frame.to_csv(index=False), f"{name}.csv", "text/csv", key=f"{key}_csv",
                             on_click="ignore", icon=":material/download:")
+
+
+def show_chart(chart: alt.TopLevelMixin, frame: pd.DataFrame, name: str) -> None:
+    """Draw ``chart`` with its PNG / SVG / CSV downloads (``name`` = file stem and widget key)."""
+    st.altair_chart(chart, width="content")
+    chart_downloads(chart, frame, name, key=f"dl_{name}")
+
+
+def tables_expander(frames: dict[str, pd.DataFrame], name: str) -> None:
+    """Every frame of a result in a "Tables" expander, each with CSV / JSON downloads."""
+    with st.expander("Tables"):
+        for table, frame in frames.items():
+            st.markdown(f"**{table}**")
+            st.dataframe(frame, hide_index=True, width="stretch", height=220)
+            table_downloads(frame, f"{name}_{table}", key=f"dl_{name}_{table}_table")

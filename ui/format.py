@@ -26,3 +26,10 @@ def strided_layers(n_layers: int, stride: int) -> list[int]:
 
 def auto_stride(n_layers: int, max_rows: int = 32) -> int:
     return max(1, -(-(n_layers + 1) // max_rows))
+
+
+def p_text(p: float | None) -> str:
+    """A p-value for captions: 'n/a' when missing, two significant digits, scientific below 0.001."""
+    import math
+
+    return "n/a" if p is None or not math.isfinite(p) else f"{p:.2g}" if p >= 1e-3 else f"{p:.1e}"

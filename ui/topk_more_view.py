@@ -7,7 +7,6 @@ other tabs. Every number in the captions is read from the computed frames.
 from __future__ import annotations
 
 import hashlib
-import math
 from typing import Any, Callable
 
 import altair as alt
@@ -18,7 +17,8 @@ from core.analyses.topk_intervention import InterventionConfig
 from core.analyses.topk_more import VERSION, run_intervention, run_modality
 from core.cache import stable_key
 from ui import cached, jobs
-from ui.downloads import chart_downloads, table_downloads
+from ui.downloads import show_chart, tables_expander
+from ui.format import p_text
 
 KIND_LABELS = {"vit": "ViT image classifier", "whisper": "Whisper decoder"}
 UPLOAD_TYPES = {"vit": ["png", "jpg", "jpeg"], "whisper": ["wav"]}
@@ -32,21 +32,6 @@ def _job(key: str, section: str, label: str, work: Callable[[Any], dict[str, pd.
                           caption="Results are cached on disk: a second run with the same settings is instant.")
 
 
-def _figure(chart: alt.TopLevelMixin, frame: pd.DataFrame, name: str) -> None:
-    st.altair_chart(chart, width="content")
-    chart_downloads(chart, frame, f"topk_{name}", key=f"dl_topk_{name}")
-
-
-def _tables(frames: dict[str, pd.DataFrame], section: str) -> None:
-    with st.expander("Tables"):
-        for name, frame in frames.items():
-            st.markdown(f"**{name}**")
-            st.dataframe(frame, hide_index=True, width="stretch", height=220)
-            table_downloads(frame, f"topk_{section}_{name}", key=f"dl_topk_{section}_{name}_table")
-
-
-def _p(p: float) -> str:
-    return "n/a" if p is None or not math.isfinite(p) else f"{p:.2g}" if p >= 1e-3 else f"{p:.1e}"
 
 
 # -- charts (no Streamlit calls) ---------------------------------------------------------------------------------
@@ -142,7 +127,7 @@ def show_intervention(frames: dict[str, pd.DataFrame]) -> None:
     n_pairs = int(pairs.groupby(["text", "early_pos", "late_pos"]).ngroups) if len(pairs) else 0
     if n_pairs == 0:
         st.warning(f"No pair met the selection in {len(texts)} texts: use more texts or a smaller gap.")
-        _tables(frames, "intervention")
+        tables_expander(frames, "topk_intervention")
         return
     before, after = offsets[offsets.offset < 0], offsets[offsets.offset >= 0]
     st.caption(
@@ -151,8 +136,8 @@ def show_intervention(frames: dict[str, pd.DataFrame]) -> None:
         f"the saturation layer (o < 0), max {after.share.max():.1%} from it on (o ≥ 0); prediction unchanged in "
         f"{pairs.prediction_unchanged.mean():.1%} of implants; {int(offsets.skipped.sum())} offsets skipped (implant "
         "layer outside 0..L−2).")
-    _figure(intervention_chart(offsets), offsets, "intervention")
-    _tables(frames, "intervention")
+    show_chart(intervention_chart(offsets), offsets, "topk_intervention")
+    tables_expander(frames, "topk_intervention")
 
 
 # -- the other-modalities tab ------------------------------------------------------------------------------------
@@ -235,15 +220,15 @@ def show_modality(frames: dict[str, pd.DataFrame], kind: str) -> None:
         st.warning(f"{s.model}: untrained weights, for demonstration only.")
     st.caption(f"{s.model}, {s.n_layers} layers, k = {s.k}, {len(frames['inputs'])} inputs. {s.notes}. Strict "
                f"Kendall's τ over {tau.evaluated} kept positions with k* ≥ 3: **mean τ = {tau.mean_tau:.3f}**, "
-               f"permuted mean {tau.perm_mean:.3f}, **p = {_p(tau.p)}** ({tau.n_perm} permutations).")
+               f"permuted mean {tau.perm_mean:.3f}, **p = {p_text(tau.p)}** ({tau.n_perm} permutations).")
     left, right = st.columns(2)
     with left:
         st.markdown("**Rank vs saturation order** (kept positions)")
-        _figure(modal_rank_chart(frames["rank_order"]), frames["rank_order"], f"{kind}_rank_order")
+        show_chart(modal_rank_chart(frames["rank_order"]), frames["rank_order"], f"topk_{kind}_rank_order")
     with right:
         st.markdown("**Task probe: residual vs random-feature control** (dashed: chance)")
         if len(frames["probe"]):
-            _figure(modal_probe_chart(frames["probe"]), frames["probe"], f"{kind}_probe")
+            show_chart(modal_probe_chart(frames["probe"]), frames["probe"], f"topk_{kind}_probe")
         else:
             st.info("Too few labelled examples for the probe: use more inputs (or a smaller k).")
-    _tables(frames, kind)
+    tables_expander(frames, f"topk_{kind}")

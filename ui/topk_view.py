@@ -14,8 +14,8 @@ import streamlit as st
 from core.analyses.topk_sections import TopkParams, run_section
 from core.cache import stable_key
 from ui import cached, jobs
-from ui.downloads import chart_downloads, table_downloads
-from ui.format import show_token
+from ui.downloads import show_chart, tables_expander
+from ui.format import p_text, show_token
 from ui.state import bound
 
 URL_KEYS = ["topk_n", "topk_k", "topk_seed", "topk_max_tokens", "topk_tasks", "topk_eval", "topk_perm"]
@@ -51,28 +51,13 @@ def section_job(spec_key: str, section: str, params: TopkParams) -> dict[str, pd
                                   "results are cached on disk, and texts are shared between sections.")
 
 
-def _figure(chart: alt.TopLevelMixin, frame: pd.DataFrame, name: str) -> None:
-    st.altair_chart(chart, width="content")
-    chart_downloads(chart, frame, f"topk_{name}", key=f"dl_topk_{name}")
-
-
-def tables(frames: dict[str, pd.DataFrame], section: str) -> None:
-    with st.expander("Tables"):
-        for name, frame in frames.items():
-            st.markdown(f"**{name}**")
-            st.dataframe(frame, hide_index=True, width="stretch", height=220)
-            table_downloads(frame, f"topk_{section}_{name}", key=f"dl_topk_{section}_{name}_table")
-
-
-def _p(p: float) -> str:
-    return "n/a" if p is None or not math.isfinite(p) else f"{p:.2g}" if p >= 1e-3 else f"{p:.1e}"
 
 
 def _p_perm(p: float, n_perm: int) -> str:
     """A permutation p; at its floor 1/(n_perm+1) it says that no permutation reached the actual value."""
     if p is not None and math.isfinite(p) and p <= 1.0 / (n_perm + 1) + 1e-12:
         return f"{p:.2g} (the floor: none of {n_perm} permutations reached it)"
-    return _p(p)
+    return p_text(p)
 
 
 # -- charts (no Streamlit calls) ------------------------------------------------------------------------------
@@ -193,14 +178,14 @@ def show_saturation(frames: dict[str, pd.DataFrame], spec_key: str, params: Topk
     left, right = st.columns(2)
     with left:
         st.markdown("**Rank vs saturation order** (kept positions; slots settling only at the last layer excluded)")
-        _figure(rank_order_chart(frames["rank_order"]), frames["rank_order"], "rank_order")
+        show_chart(rank_order_chart(frames["rank_order"]), frames["rank_order"], "topk_rank_order")
     with right:
         st.markdown("**Where each rank saturates** (all positions, before the filter)")
-        _figure(histogram_chart(frames["histogram"]), frames["histogram"], "saturation_histogram")
+        show_chart(histogram_chart(frames["histogram"]), frames["histogram"], "topk_saturation_histogram")
     st.markdown("**Permutation test of the strict Kendall's τ** (dashed: the actual mean)")
-    _figure(permutation_chart(frames["permutation"], frames["summary"]), frames["permutation"], "permutation")
+    show_chart(permutation_chart(frames["permutation"], frames["summary"]), frames["permutation"], "topk_permutation")
     position_view(spec_key, params)
-    tables(frames, "saturation")
+    tables_expander(frames, "topk_saturation")
 
 
 def position_view(spec_key: str, params: TopkParams) -> None:
@@ -220,8 +205,8 @@ def position_view(spec_key: str, params: TopkParams) -> None:
     st.caption(f"Input token {show_token(one.token.iloc[0])!r}; final top-{params.k}: "
                + ", ".join(f"{show_token(t)!r} (s = {s})" for t, s in
                            one.drop_duplicates("slot")[["final_token", "saturation_layer"]].itertuples(index=False)))
-    _figure(slot_chart(one), one, "slots_position")
-    _figure(text_saturation_chart(view), view.drop_duplicates(["position", "slot"]), "slots_text")
+    show_chart(slot_chart(one), one, "topk_slots_position")
+    show_chart(text_saturation_chart(view), view.drop_duplicates(["position", "slot"]), "topk_slots_text")
 
 
 def show_baseline(frames: dict[str, pd.DataFrame]) -> None:
@@ -238,16 +223,16 @@ def show_baseline(frames: dict[str, pd.DataFrame]) -> None:
     left, right = st.columns(2)
     with left:
         st.markdown("**Rank vs saturation order, trained vs untrained**")
-        _figure(rank_order_chart(frames["rank_order"]), frames["rank_order"], "baseline_rank_order")
+        show_chart(rank_order_chart(frames["rank_order"]), frames["rank_order"], "topk_baseline_rank_order")
     with right:
         st.markdown("**Permutation tests of the strict τ**")
-        _figure(permutation_chart(frames["permutation"], frames["summary"]), frames["permutation"],
-                "baseline_permutation")
+        show_chart(permutation_chart(frames["permutation"], frames["summary"]), frames["permutation"],
+                   "topk_baseline_permutation")
     st.markdown("**Pooled task probe, trained vs untrained**")
     data = frames["probe"].query("task == -1 or metric == 'accuracy'")
     chart = probe_chart(data).facet(column=alt.Column("model:N", title=None))
-    _figure(chart, data, "baseline_probe")
-    tables(frames, "baseline")
+    show_chart(chart, data, "topk_baseline_probe")
+    tables_expander(frames, "topk_baseline")
 
 
 def show_probing(frames: dict[str, pd.DataFrame], params: TopkParams) -> None:
@@ -260,10 +245,10 @@ def show_probing(frames: dict[str, pd.DataFrame], params: TopkParams) -> None:
         f"{s.loc['random-feature control', 'mean']:.3f} ± {s.loc['random-feature control', 'sem']:.3f} vs chance "
         f"{s.loc['chance', 'mean']:.3f} ({params.folds}-fold). The control keeps each task's scalar mean and spread, "
         "so it can beat chance.")
-    _figure(probe_chart(frames["summary"]), frames["summary"], "probe_summary")
+    show_chart(probe_chart(frames["summary"]), frames["summary"], "topk_probe_summary")
     st.markdown("**One probe per layer** (dashed: chance)")
-    _figure(per_layer_chart(frames["per_layer"], 1 / params.n_tasks), frames["per_layer"], "probe_per_layer")
-    tables(frames, "probing")
+    show_chart(per_layer_chart(frames["per_layer"], 1 / params.n_tasks), frames["per_layer"], "topk_probe_per_layer")
+    tables_expander(frames, "topk_probing")
 
 
 def probe_downloads(spec_key: str, params: TopkParams) -> None:
@@ -293,15 +278,15 @@ def show_early_exit(frames: dict[str, pd.DataFrame], spec_key: str, params: Topk
         f"{s.eval_texts} other texts ({s.eval_positions} positions). Baseline {at('baseline')}, oracle {at('oracle')}, "
         f"probe {at('probe')}, probe (task ≥ 2) {at('probe (task ≥ 2)')}. Dashed: softmax response and "
         "hidden-state saturation over their threshold grids.")
-    _figure(exit_chart(frames["points"]), frames["points"], "early_exit")
+    show_chart(exit_chart(frames["points"]), frames["points"], "topk_early_exit")
     probe_downloads(spec_key, params)
-    tables(frames, "early-exit")
+    tables_expander(frames, "topk_early-exit")
 
 
 def show_better_lm(frames: dict[str, pd.DataFrame]) -> None:
     t = frames["test"].iloc[0]
     st.caption(f"{int(t.top1_wrong)} of {int(t.positions)} positions have a wrong final top-1. The top-2 is right in "
                f"{t.share_B:.1%} of them when it saturated early vs {t.share_A:.1%} when it settled only at the last "
-               f"layer (two-proportion z = {t.z_B_minus_A:.2f}, p = {_p(t.p)}).")
-    _figure(better_lm_chart(frames["groups"]), frames["groups"], "better_lm")
-    tables(frames, "better-lm")
+               f"layer (two-proportion z = {t.z_B_minus_A:.2f}, p = {p_text(t.p)}).")
+    show_chart(better_lm_chart(frames["groups"]), frames["groups"], "topk_better_lm")
+    tables_expander(frames, "topk_better-lm")
