@@ -1,75 +1,13 @@
-"""Layerscope home: what it is, the model and prompt, a quick lens view, and the analysis pages."""
+"""Layerscope: ``streamlit run app.py``. The page menu (titles, icons, order), then the chosen page.
+
+Each page is a plain script under pages/ (runnable alone too, e.g. by ``AppTest.from_file``); the home page is
+pages/0_Home.py. URL paths are inferred from the file names as in a classic pages/ app: "/", "/Lens", ...
+"""
 
 import streamlit as st
 
-from ui import cached, charts
-from ui.format import layer_label, show_token
-from ui.sidebar import sidebar
-from ui.state import shared_params, write_url
+from ui.menu import ANALYSES, HOME
 
-st.set_page_config(page_title="Layerscope", page_icon=":material/layers:", layout="wide")
-URL_KEYS = ["model", "prompt"]
-
-selection = sidebar()
-st.title("Layerscope")
-st.markdown(
-    "See how a transformer builds its next-token prediction **layer by layer**. Pick a model and type a "
-    "prompt in the sidebar; each page runs the model once, caches what it captured, and shows one analysis. "
-    "Everything runs locally: the default model, SmolLM2-135M-Instruct, ships with the app."
-)
-
-PAGES = [
-    ("pages/1_Lens.py", "Lens", ":material/layers:",
-     "Logit lens over every layer × position: top-k tokens, target ranks, entropy, KL to the output; "
-     "what-if comparison of two prompts; logit, tuned, affine lenses and patchscopes side by side."),
-    ("pages/2_Extraction.py", "Next-token extraction", ":material/target:",
-     "Precision@1 and surprisal per layer for every lens over a corpus sample (Patchscopes, logitscope)."),
-    ("pages/3_Depth.py", "Depth", ":material/stacked_line_chart:",
-     "Guess, then refine: parts of speech, multi-token facts, options, frequency buckets and decision flips."),
-    ("pages/4_Top-k_order.py", "Top-k order", ":material/format_list_numbered:",
-     "Looking Beyond the Top-1: saturation layers of the top-k tokens, their order (strict Kendall's τ), "
-     "task probes, intervention, early exit, better LM, the random-init twin, ViT and Whisper."),
-    ("pages/5_Neuron_topics.py", "Neuron topics", ":material/hub:",
-     "Neurons as superposed topic models: vocabulary pools, NPMI word graphs, star sets and exact "
-     "max-coherence topics against a random baseline."),
-    ("pages/6_Attention_MLP.py", "Attention → MLP", ":material/call_split:",
-     "Next-token neurons, their max-activating prompts, the attention heads that switch them on, and what "
-     "ablating those heads does."),
-]
-cols = st.columns(3)
-for i, (path, label, icon, blurb) in enumerate(PAGES):
-    with cols[i % 3].container(border=True):
-        st.page_link(path, label=label, icon=icon, query_params=shared_params())
-        st.caption(blurb)
-
-if selection is None:
-    write_url(URL_KEYS)
-    st.stop()
-
-st.subheader("Quick look: the last position")
-try:
-    result = cached.lens_result(selection.spec.key(), selection.prompt, 5, ())
-except (ValueError, MemoryError) as err:
-    st.error(str(err))
-    write_url(URL_KEYS)
-    st.stop()
-
-last = len(result.tokens) - 1
-final = result.frame[(result.frame.position == last)].sort_values("layer")
-answer = final.target.iloc[-1]
-st.markdown(
-    f"After **{show_token(result.tokens[-1])}** the model predicts **{show_token(answer)}** "
-    f"(p = {final.target_prob.iloc[-1]:.3f}). Below: that token's rank and probability at every layer, "
-    "and each layer's own top-1 guess."
-)
-left, right = st.columns([2, 1])
-with left:
-    st.altair_chart(charts.target_trajectories(result.targets[result.targets.position == last], width=220),
-                    width="content")
-with right:
-    table = final.assign(
-        layer=final.layer.map(layer_label), top1=final.top_tokens.str[0].map(show_token),
-        p=final.top_probs.str[0].round(3), rank_of_answer=final.target_rank,
-    )[["layer", "top1", "p", "rank_of_answer"]]
-    st.dataframe(table, hide_index=True, height=300, width="stretch")
-write_url(URL_KEYS)
+pages = [st.Page(HOME[0], title=HOME[1], icon=HOME[2], default=True)]
+pages += [st.Page(path, title=title, icon=icon) for path, title, icon, _blurb in ANALYSES]
+st.navigation(pages).run()

@@ -24,7 +24,7 @@ if str(ROOT) not in sys.path:  # `streamlit run` puts the app folder on sys.path
 
 HOME = ROOT / "app.py"
 LENS = ROOT / "pages" / "1_Lens.py"
-ALL_PAGES = [HOME] + sorted((ROOT / "pages").glob("[!_]*.py"))
+ALL_PAGES = [HOME] + sorted(p for p in (ROOT / "pages").glob("[!_]*.py") if p.name != "0_Home.py")  # home via app.py
 DEFAULT_PROMPT = "The capital of France is"
 TIMEOUT = 180
 

@@ -53,8 +53,9 @@ def _url_path(script: Path) -> str:
 def discover_pages() -> list[Page]:
     """The home page, then every page under pages/ in Streamlit's order."""
     scripts = sorted((ROOT / "pages").glob("*.py"), key=lambda p: (_leading_number(p.name), p.name))
-    return [Page("", _title_of(ROOT / "app.py"), ROOT / "app.py")] + [
-        Page(_url_path(s), _title_of(s), s) for s in scripts if not s.name.startswith("_")]
+    home = ROOT / "pages" / "0_Home.py"  # app.py's default page, served at "/"
+    return [Page("", _title_of(home), home)] + [
+        Page(_url_path(s), _title_of(s), s) for s in scripts if not s.name.startswith("_") and s != home]
 
 
 def _leading_number(name: str) -> float:
@@ -257,3 +258,26 @@ def test_bad_model_shows_error_not_traceback(server: str, page) -> None:
     assert page.locator('[data-testid="stException"]').count() == 0
     alert = page.locator('[data-testid="stAlertContentError"]')
     assert alert.count() == 1 and "nonexistent-org/nonexistent-model" in alert.inner_text()
+
+
+def test_sidebar_keeps_prompt_and_model_across_pages(server: str, page) -> None:
+    """Switching pages from the menu keeps the sidebar's prompt and random-init choice (they used to show empty
+    and unticked on the new page while the analysis still used the old values)."""
+    sidebar = page.locator('[data-testid="stSidebar"]')
+
+    def go(title: str) -> None:
+        sidebar.locator('[data-testid="stSidebarNav"]').get_by_text(title, exact=True).click()
+        page.locator('[data-testid="stMain"] h1', has_text=title).wait_for(timeout=PAGE_RUN_MS)
+        wait_until_ran(page)
+
+    page.goto(f"{server}/?prompt=The+capital+of+Italy+is", timeout=PAGE_RUN_MS)
+    wait_until_ran(page)
+    go("Lens")
+    assert sidebar.locator("textarea").first.input_value() == "The capital of Italy is"
+    sidebar.get_by_text("Random-init twin").click()
+    page.wait_for_url(re.compile(r"model=random"), timeout=PAGE_RUN_MS)  # the rerun with the twin has ended
+    wait_until_ran(page)
+    go("Depth")
+    assert sidebar.get_by_role("checkbox", name=re.compile("Random-init twin")).is_checked()
+    assert sidebar.locator("textarea").first.input_value() == "The capital of Italy is"
+    assert_no_errors(page)

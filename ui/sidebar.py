@@ -9,7 +9,7 @@ import streamlit as st
 from core.models import BUNDLED, ModelLoadError, ModelSpec
 from core.trace import ModelSession
 from ui import cached
-from ui.state import set_value, url_value
+from ui.state import persistent, set_value, url_value
 
 DEFAULT_PROMPT = "The capital of France is"
 _BUNDLED_CHOICE = "SmolLM2-135M-Instruct (bundled, offline)"
@@ -26,23 +26,20 @@ class Selection:
 def _model_picker() -> ModelSpec:
     current = ModelSpec.parse(url_value("model", BUNDLED))
     st.sidebar.subheader("Model")
-    choice = st.sidebar.radio(
-        "Model", [_BUNDLED_CHOICE, _OTHER_CHOICE], label_visibility="collapsed",
-        index=0 if current.source == BUNDLED else 1, key="w_model_choice",
-    )
+    choice = persistent(st.sidebar.radio, "model_choice", _BUNDLED_CHOICE if current.source == BUNDLED
+                        else _OTHER_CHOICE, "Model", [_BUNDLED_CHOICE, _OTHER_CHOICE], label_visibility="collapsed")
     source = BUNDLED
     if choice == _OTHER_CHOICE:
-        typed = st.sidebar.text_input(
-            "Hub id or local folder", value="" if current.source == BUNDLED else current.source,
-            placeholder="gpt2, EleutherAI/pythia-160m, ./my-checkpoint", key="w_model_source",
+        typed = persistent(
+            st.sidebar.text_input, "model_source", "" if current.source == BUNDLED else current.source,
+            "Hub id or local folder", placeholder="gpt2, EleutherAI/pythia-160m, ./my-checkpoint",
             help="Any GPT-2, Llama-family (Llama, Mistral, Qwen2, SmolLM), GPT-NeoX, GPT-J or OPT causal LM. "
                  "Remote code is never run.",
         ).strip()
         source = typed or BUNDLED
-    random_init = st.sidebar.checkbox(
-        "Random-init twin (same config and tokenizer, untrained)", value=current.random_init,
-        key="w_model_random", help="The untrained baseline the papers compare against.",
-    )
+    random_init = persistent(st.sidebar.checkbox, "model_random", current.random_init,
+                             "Random-init twin (same config and tokenizer, untrained)",
+                             help="The untrained baseline the papers compare against.")
     spec = ModelSpec(source=source, random_init=random_init)
     set_value("model", spec.key())
     return spec
@@ -53,9 +50,8 @@ def _submit_prompt() -> None:
 
 
 def _prompt_form() -> str:
-    prompt = url_value("prompt", DEFAULT_PROMPT)
-    if "w_prompt" not in st.session_state:
-        st.session_state["w_prompt"] = prompt
+    # Re-assigned on every run (a form widget has no on_change): the submitted prompt, also after a page switch.
+    st.session_state["w_prompt"] = url_value("prompt", DEFAULT_PROMPT)
     st.sidebar.subheader("Prompt")
     with st.sidebar.form("prompt_form", border=False):
         st.text_area("Prompt", key="w_prompt", height=120, label_visibility="collapsed")

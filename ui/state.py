@@ -63,6 +63,18 @@ def bound(widget_fn: Callable[..., Any], name: str, default: Any, *args: Any,
     return result
 
 
+def persistent(widget_fn: Callable[..., Any], name: str, default: Any, *args: Any, **kwargs: Any) -> Any:
+    """Render a widget that every page shows (the sidebar's) so that it keeps its value across pages.
+
+    Streamlit treats a keyed widget on another page as a new widget and may show it empty, so the value lives
+    under ``ls_<name>`` (initialised from the URL), is re-assigned to the widget before each render and is
+    written back by ``on_change`` before the rerun that follows a change.
+    """
+    wkey = "w_" + name
+    st.session_state[wkey] = url_value(name, default)
+    return widget_fn(*args, key=wkey, on_change=lambda: set_value(name, st.session_state[wkey]), **kwargs)
+
+
 def write_url(names: list[str]) -> None:
     """Mirror the named values into the URL (lists become repeated parameters; None/"" are dropped)."""
     params: dict[str, Any] = {}
