@@ -41,7 +41,9 @@ TUNED_LENS_MAX_BYTES = 20 * 2**30  # address-space guard: fail with MemoryError,
 RTOL, ATOL = 1e-3, 1e-4  # agreement of entropy / KL / CE / max prob (ATOL for values near 0, e.g. KL)
 MIN_SPEEDUP, MAX_GB_SHORT, MAX_GB_LONG = 8.0, 2.0, 3.0  # the targets
 REL_FLOOR = 1e-2  # relative errors are reported where |value| >= this (near 0 only ATOL makes sense)
-RANK_EPS = 1e-5  # log-probs this close to the target's count as ties (order may differ by rounding)
+RANK_TIE = 1e-4  # log-probs this close count as tied: two computations of the same logits (another product
+# shape or kernel) differ by ~2e-6 of |logit| <= ~30 here, so 1e-4 leaves a margin; ranks are compared only
+# where no other token lies within RANK_TIE of the target, and the near-tied cells are counted and reported
 log = logging.getLogger("bench.lens")
 
 
@@ -131,17 +133,23 @@ def check(n_tokens: int) -> dict[str, Any]:
         err, big = np.abs(a.astype(np.float64) - b), np.abs(b) >= REL_FLOOR
         report[name] = {"max_abs": float(err.max()), "max_rel": float((err[big] / np.abs(b[big])).max(initial=0))}
         assert np.allclose(a, b, rtol=RTOL, atol=ATOL), f"{name} disagrees: {report[name]}"
-    # Ranks: point tuned-lens's targets at the final top-1, which is what lens_stats(targets=None) ranks.
-    top1 = traj.model_log_probs.argmax(-1)
-    assert np.array_equal(top1, ours.target_ids[:, 0]), "final top-1 tokens differ"
+    # Ranks: point tuned-lens's targets at our final top-1, which is what lens_stats(targets=None) ranks; the
+    # model's own top-1 (its forward pass: another computation) may differ from it only at a near-tie.
+    top1 = ours.target_ids[:, 0]
+    model_lp = traj.model_log_probs  # [pos, vocab]
+    gap = model_lp.max(-1) - np.take_along_axis(model_lp, top1[:, None], -1)[:, 0]
+    assert (gap <= RANK_TIE).all(), f"final top-1 differs from the model's beyond a near-tie (gap {gap.max():.2g})"
     traj.targets = top1
     their_rank = traj.rank().stats
     t_lp = np.take_along_axis(traj.log_probs, top1[None, :, None], axis=-1)  # [layer, pos, 1]
-    near = (np.abs(traj.log_probs - t_lp) <= RANK_EPS).sum(-1) - 1  # [layer, pos] other near-tied tokens
+    near = (np.abs(traj.log_probs - t_lp) <= RANK_TIE).sum(-1) - 1  # [layer, pos] other near-tied tokens
     diff = np.abs(ours.target_rank[..., 0] - their_rank)
-    report["rank"] = {"equal": int((diff == 0).sum()), "cells": int(diff.size), "tied_cells": int((near > 0).sum()),
-                      "untied_mismatch": int(((diff > 0) & (near == 0)).sum())}
-    assert (diff[near == 0] == 0).all() and (diff <= near).all(), f"ranks disagree: {report['rank']}"
+    untied = near == 0
+    report["rank"] = {"cells": int(diff.size), "untied": int(untied.sum()), "untied_equal": int((diff[untied] == 0).sum()),
+                      "tied": int((~untied).sum()), "tied_equal": int((diff[~untied] == 0).sum()),
+                      "final_rank_1": bool((ours.target_rank[-1, :, 0] == 1).all())}
+    assert (diff[untied] == 0).all() and (diff <= near).all(), f"ranks disagree: {report['rank']}"
+    assert report["rank"]["final_rank_1"], "the final layer's rank of its own top-1 is not 1"
     return report
 
 
@@ -190,8 +198,10 @@ def describe(result: dict[str, Any]) -> str:
 def _agreement_summary(report: dict[str, Any]) -> str:
     errs = [v for v in report.values() if isinstance(v, dict) and "max_rel" in v]
     rel, abs_ = max(v["max_rel"] for v in errs), max(v["max_abs"] for v in errs)
-    rank = report["rank"]
-    return f"ok (max rel err {rel:.0e}, max abs {abs_:.0e}, ranks {rank['equal']}/{rank['cells']} equal)"
+    r = report["rank"]
+    return (f"ok (max rel err {rel:.0e}, max abs {abs_:.0e}, ranks {r['untied_equal']}/{r['untied']} equal "
+            f"where no token ties within {RANK_TIE:g}; {r['tied']} near-tied cells excluded, {r['tied_equal']} "
+            f"of them equal anyway)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,9 +25,14 @@ QUESTION_PROMPT = "?"
 
 
 class Lens(Protocol):
-    """Reads layer states as next-token logits."""
+    """Reads layer states as next-token logits.
+
+    ``batches_layers`` (optional, default False): one call reads every layer of a position, so
+    :mod:`core.stats` calls it once per position with all layers instead of once per layer.
+    """
 
     name: str
+    adapter: Adapter
 
     def logits(self, resid: torch.Tensor, layers: Sequence[int]) -> torch.Tensor:
         """[layer, pos, d_model] residual (pre-norm) of ``layers`` -> [layer, pos, vocab] logits."""
@@ -59,6 +64,8 @@ class Patchscope:
     ONE batched forward of the target prompt (one batch row per layer).
     """
 
+    batches_layers = True  # one call reads every layer of a position (core.stats calls it that way)
+
     def __init__(self, session, target_prompt: str, name: str) -> None:
         self.session = session
         self.name = name
@@ -67,6 +74,10 @@ class Patchscope:
         if ids.numel() == 0:
             raise ValueError("The patchscope's target prompt is empty.")
         self.target_ids = ids  # [target_pos]
+
+    @property
+    def adapter(self) -> Adapter:
+        return self.session.adapter
 
     def logits(self, resid: torch.Tensor, layers: Sequence[int]) -> torch.Tensor:
         out = [self.patch_positions(resid[:, p], layers) for p in range(resid.shape[1])]

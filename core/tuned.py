@@ -61,6 +61,10 @@ class TunedLens:
 
     name = "tuned"
 
+    @property
+    def adapter(self):
+        return self.session.adapter
+
     def __init__(self, session: ModelSession, lens: PackageTunedLens) -> None:
         self.session = session
         self.lens = lens
@@ -87,6 +91,10 @@ class AffineLens:
     """Least-squares map ``[h_l, 1] @ A_l`` to the final post-norm state, read by W_U (no second norm)."""
 
     name = "affine"
+
+    @property
+    def adapter(self):
+        return self.session.adapter
 
     def __init__(self, session: ModelSession, maps: torch.Tensor) -> None:
         self.session = session

@@ -19,6 +19,7 @@ import torch
 
 from core.lenses import Lens
 from core.progress import Progress, no_progress
+from core.stats import output_logits, readout_logits
 from core.trace import ModelSession
 
 POS_TAGS: tuple[str, ...] = ("DET", "ADP", "PUNCT", "NOUN", "VERB", "ADJ")
@@ -54,18 +55,22 @@ def ranks_from_probs(probs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.
 
 
 def final_token(session: ModelSession, ids: torch.Tensor) -> tuple[int, torch.Tensor]:
-    """[pos] ids -> (greedy next id, [layer+1, 1, d_model] residual at the last position)."""
+    """[pos] ids -> (greedy next id, [layer+1, 1, d_model] residual at the last position).
+
+    The id is the argmax of :func:`core.stats.output_logits` on the same [1, d_model] state that
+    :func:`readout` reads, so it is exactly the readout's ``final_id``.
+    """
     resid = session.trace(ids).resid[:, -1:]  # [layer+1, 1, d_model]
-    with torch.no_grad():
-        logits = session.adapter.unembed(session.adapter.final_norm(resid[-1:].to(session.device)))  # [1, 1, vocab]
-    return int(logits[0, 0].argmax()), resid
+    return int(output_logits(session.adapter, resid[-1])[0].argmax()), resid
 
 
 def readout(lens: Lens, resid: torch.Tensor, targets: Sequence[int] | None = None) -> Readout:
-    """[layer+1, 1, d_model] last-position residual -> :class:`Readout` (targets default: final top-1)."""
-    layers = list(range(resid.shape[0]))
-    with torch.no_grad():
-        probs = torch.softmax(lens.logits(resid, layers)[:, 0].float(), -1)  # [layer, vocab]
+    """[layer+1, 1, d_model] last-position residual -> :class:`Readout` (targets default: final top-1).
+
+    The last layer's row is the model's output for every lens (:func:`core.stats.readout_logits`), so the
+    final rank of the default target is 1 by construction.
+    """
+    probs = torch.softmax(readout_logits(lens.adapter, lens, resid)[:, 0], -1)  # [layer, vocab]
     final_id = int(probs[-1].argmax())
     wanted = torch.tensor([final_id] if targets is None else list(targets), dtype=torch.long)
     ranks, target_p = ranks_from_probs(probs, wanted)

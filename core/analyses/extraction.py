@@ -21,6 +21,7 @@ import torch
 
 from core.lenses import Lens
 from core.progress import Progress, no_progress
+from core.stats import output_logits, readout_logits
 from core.trace import ModelSession
 
 SUMMARY_COLUMNS = ["layer", "method", "precision_at_1", "surprisal_patched", "surprisal_original", "n"]
@@ -57,13 +58,12 @@ def extraction_rows(session: ModelSession, texts: Sequence[str], lenses: Mapping
     frames = []
     for k, ids in enumerate(prefixes):
         resid = session.trace(ids).resid[:, -1:]  # [layer+1, 1, d_model] at the chosen position
-        with torch.no_grad():
-            orig = torch.log_softmax(
-                session.adapter.unembed(session.adapter.final_norm(resid[-1, 0].to(session.device))).float(), -1)
+        final = output_logits(session.adapter, resid[-1])  # [1, vocab] the model's output
+        orig = torch.log_softmax(final[0], -1)  # [vocab]
         answer = int(orig.argmax())
         for name, lens in lenses.items():
-            with torch.no_grad():
-                logp = torch.log_softmax(lens.logits(resid, layers)[:, 0].float(), -1)  # [layer, vocab]
+            # every lens's last row is ``final`` itself, so precision@1 there is 1 by construction
+            logp = torch.log_softmax(readout_logits(session.adapter, lens, resid, final)[:, 0], -1)  # [layer, vocab]
             guess = logp.argmax(-1)
             frames.append(pd.DataFrame({
                 "text": k, "position": ids.numel() - 1, "layer": layers, "method": name,

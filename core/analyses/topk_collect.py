@@ -19,15 +19,14 @@ import pandas as pd
 import torch
 
 from core.analyses.topk import saturation_layers, slot_match_from_top_ids
-from core.lenses import LogitLens
 from core.progress import Progress, no_progress
+from core.stats import logit_lens_top_k
 from core.trace import ModelSession, Trace
 
 VERSION = "1"  # of the per-text records (bump when what is collected changes)
 DEFAULT_K = 5
 DEFAULT_MAX_TOKENS = 128
 MAX_K = 50
-BUDGET_MB = 256
 _text_locks: dict[tuple, threading.Lock] = {}
 _text_locks_guard = threading.Lock()
 
@@ -95,27 +94,10 @@ def text_ids(session: ModelSession, text: str, max_tokens: int) -> tuple[torch.T
     return ids[:min(max_tokens, session.max_tokens)], int(ids.numel())
 
 
-@torch.no_grad()
-def lens_top_k(session: ModelSession, trace: Trace, k: int,
-               budget_mb: int = BUDGET_MB) -> tuple[np.ndarray, np.ndarray]:
-    """Logit lens on every block output -> (top_ids [layer, pos, k], top_probs [layer, pos, k]), chunked over
-    layers so that at most ``budget_mb`` of logits live at once."""
-    lens = LogitLens(session.adapter)
-    n_layers, n_pos = trace.n_layers, trace.n_pos
-    per_layer_mb = n_pos * session.adapter.d_vocab * 4 * 2 / 2**20  # logits + one scratch copy
-    chunk = max(1, int(budget_mb // max(per_layer_mb, 1e-6)))
-    ids = np.zeros((n_layers, n_pos, k), np.int64)
-    probs = np.zeros((n_layers, n_pos, k), np.float32)
-    for start in range(0, n_layers, chunk):
-        layers = list(range(start + 1, min(n_layers, start + chunk) + 1))  # resid index = l0 + 1
-        resid = trace.resid[layers].to(session.device, session.model.dtype)  # [layer, pos, d_model]
-        logits = lens.logits(resid, layers).float()  # [layer, pos, vocab]
-        top = logits.topk(k, dim=-1)
-        log_norm = torch.logsumexp(logits, dim=-1, keepdim=True)  # [layer, pos, 1]
-        rows = slice(start, start + len(layers))
-        ids[rows] = top.indices.cpu().numpy()
-        probs[rows] = (top.values - log_norm).exp().cpu().numpy()
-        del logits
+def lens_top_k(session: ModelSession, trace: Trace, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Logit lens on every block output -> (top_ids [layer, pos, k], top_probs [layer, pos, k]): one
+    [tile, vocab] product at a time (:func:`core.stats.logit_lens_top_k`)."""
+    ids, probs = logit_lens_top_k(session.adapter, trace.resid[1:], k, with_probs=True)
     return ids, probs
 
 

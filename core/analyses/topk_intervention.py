@@ -30,6 +30,7 @@ import torch
 
 from core.analyses.topk import saturation_layers, slot_match_from_top_ids
 from core.progress import Progress, no_progress
+from core.stats import logit_lens_top_k, position_tiles
 from core.trace import ModelSession
 
 # The paper's constants for GPT2-XL (L = 48): pairs >= 10 layers apart, both saturating at >= 10, <= 30 tokens
@@ -41,7 +42,6 @@ MAX_TOKEN_DISTANCE = 30
 N_ADJACENT = 5
 MAX_PAIRS_PER_TEXT = 10  # the reference samples num_pairs // 10 texts: about ten pairs per text
 MAX_TOKENS = 512
-LENS_BUDGET_MB = 128
 
 
 @dataclass(frozen=True)
@@ -76,39 +76,33 @@ class InterventionConfig:
 
 
 # -- the logit lens, top-1, read from the last layer downward ---------------------------------------------------
-@torch.no_grad()
-def lens_top_ids(adapter, states: torch.Tensor, k: int, budget_mb: int = LENS_BUDGET_MB) -> np.ndarray:
-    """[layer, pos, d_model] pre-norm states -> int [layer, pos, k] lens top-k ids (chunked over rows)."""
-    module = adapter.unembed_module
-    device, dtype = module.weight.device, module.weight.dtype
-    n_layer, n_pos, d = states.shape
-    flat = states.reshape(-1, d)  # [layer*pos, d_model]
-    rows = max(1, int(budget_mb * 2**20) // (adapter.d_vocab * 4 * 2))
-    out = np.empty((flat.shape[0], k), np.int64)
-    for start in range(0, flat.shape[0], rows):
-        chunk = flat[start:start + rows].to(device, dtype)
-        logits = adapter.unembed(adapter.final_norm(chunk)).float()  # [row, vocab]
-        out[start:start + rows] = logits.topk(k, dim=-1).indices.cpu().numpy()
-    return out.reshape(n_layer, n_pos, k)
+def lens_top_ids(adapter, states: torch.Tensor, k: int) -> np.ndarray:
+    """[layer, pos, d_model] pre-norm states -> int [layer, pos, k] lens top-k ids
+    (:func:`core.stats.logit_lens_top_k`: one [tile, vocab] product at a time)."""
+    return logit_lens_top_k(adapter, states, k)[0]
 
 
 def top1_saturation(adapter, blocks_out: torch.Tensor, chunk: int = 4) -> tuple[np.ndarray, np.ndarray]:
     """[layer, pos, d_model] block outputs (l0 = 0..L-1, pre-norm) -> (int [pos] top-1 saturation layer,
     int [pos] final top-1 id).
 
-    Reads layers from the last one down and stops, per position, at the first layer whose top-1 differs
-    from the final one (the definition only needs the trailing run). Layers never read hold -1 (a
-    mismatch), so :func:`core.analyses.topk.saturation_layers` gives exactly the definition's answer.
+    Reads layers from the last one down, ``chunk`` at a time, and stops, per position, after the first layer
+    whose top-1 differs from the final one (the definition only needs the trailing run). Each layer is read
+    in whole position tiles (tiles with no undecided position are skipped), so a row's top-1 never depends on
+    which other positions were still undecided. Layers never read hold -1 (a mismatch), so
+    :func:`core.analyses.topk.saturation_layers` gives exactly the definition's answer.
     """
     n_layer, n_pos, _ = blocks_out.shape
     top = np.full((n_layer, n_pos, 1), -1, np.int64)
-    active = np.arange(n_pos)
+    active = np.ones(n_pos, bool)
     for stop in range(n_layer, 0, -chunk):
         layers = list(range(max(0, stop - chunk), stop))
-        top[layers[0]:stop, active] = lens_top_ids(adapter, blocks_out[layers][:, torch.as_tensor(active)], 1)
-        held = (top[layers[0]:stop, active, 0] == top[-1, active, 0]).all(0)
-        active = active[held]
-        if active.size == 0:
+        for ps in position_tiles(n_pos):
+            if active[ps].any():
+                read = lens_top_ids(adapter, blocks_out[layers, ps], 1)  # [layer, tile, 1]
+                top[layers[0]:stop, ps] = np.where(active[ps][None, :, None], read, -1)
+        active &= (top[layers[0]:stop, :, 0] == top[-1, :, 0]).all(0)
+        if not active.any():
             break
     sat = saturation_layers(slot_match_from_top_ids(top))[:, 0]
     return sat, top[-1, :, 0]
