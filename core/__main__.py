@@ -10,19 +10,41 @@ import argparse
 import importlib
 import json
 import logging
-import os
 import sys
+from typing import TYPE_CHECKING
 
-import pandas as pd
+from core import validate
+from core.cli_util import Bar, check_model, check_sizes, load_session, print_frame
 
-from core.cli_util import Bar, load_session, print_frame
+if TYPE_CHECKING:
+    from core.lenses import Lens
+    from core.trace import ModelSession
+    from core.tuned import TrainedLenses
 
 log = logging.getLogger("layerscope")
 # Subcommands that live beside their analysis: each module has register(subparsers).
 CLI_MODULES = ("core.cli_topk", "core.cli_topics", "core.cli_attention_mlp")
+# Every subcommand checks its input first (files, sizes, names; layers and neurons from config.json), before
+# torch, a model, a lens or a corpus pass is touched. Mirrors of names kept here so that needs no torch import
+# (tests/test_cli_validation.py keeps them equal to the analyses' own).
+METHODS = ("logit", "tuned", "affine", "identity", "question")
+DEPTH_TABLES = {"pos": ("rows", "counts", "curves"), "facts": ("rows", "curves"), "options": ("rows", "summary"),
+                "frequency": ("rows", "shares", "flips")}
+MAX_TEXTS = 100_000  # parse_user_texts keeps at most this many
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line too (exit status 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
 
 
 def cmd_lens(args: argparse.Namespace) -> None:
+    check_model(args.model)
+    check_sizes(args, {"top_k": (1, 100)})
+    if not args.prompt.strip():
+        raise ValueError("--prompt is empty: give the text to analyse.")
     from core.analyses.lens import run_lens
 
     session = load_session(args.model)
@@ -32,7 +54,7 @@ def cmd_lens(args: argparse.Namespace) -> None:
     print_frame(result.frame, args.format)
 
 
-def _learned_lenses(session, train_if_missing: bool):
+def _learned_lenses(session: "ModelSession", train_if_missing: bool) -> "TrainedLenses | None":
     from core.tuned import TrainingConfig, load_lenses, save_lenses, train_lenses, training_split
 
     trained = load_lenses(session)
@@ -48,6 +70,10 @@ def _learned_lenses(session, train_if_missing: bool):
 
 
 def cmd_train_lens(args: argparse.Namespace) -> None:
+    check_model(args.model)
+    check_sizes(args, {"kl_seconds": (0.0, 86_400.0), "tokens": (256, 200_000)})
+    import pandas as pd
+
     from core.tuned import TrainingConfig, save_lenses, train_lenses, training_split
 
     session = load_session(args.model)
@@ -64,42 +90,44 @@ def cmd_train_lens(args: argparse.Namespace) -> None:
 
 
 def cmd_import_lens(args: argparse.Namespace) -> None:
+    check_model(args.model)
+    validate.lens_folder(args.dir)
     from core.tuned import import_lenses
 
     folder = import_lenses(load_session(args.model), args.dir)
     print(json.dumps({"stored": str(folder)}))
 
 
+def _extraction_sample(args: argparse.Namespace) -> list[str]:
+    """The texts to read, checked and drawn before anything is loaded (a bad corpus fails at once)."""
+    from core.data import CORPORA, corpus_texts, evaluation_texts, sample_texts
+
+    texts = validate.corpus(args.corpus, tuple(CORPORA))
+    return sample_texts(evaluation_texts(corpus_texts(args.corpus)) if texts is None else texts, args.n, args.seed)
+
+
 def cmd_extraction(args: argparse.Namespace) -> None:
+    check_model(args.model)
+    methods = validate.names("--methods", args.methods, METHODS)
+    check_sizes(args, {"n": (1, MAX_TEXTS)})
+    sample = _extraction_sample(args)
     from core.analyses.extraction import run_extraction, summarise
-    from core.data import corpus_texts, evaluation_texts, parse_user_texts, sample_texts
     from core.lenses import LogitLens, identity_patchscope, question_patchscope
 
     session = load_session(args.model)
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = set(methods) - {"logit", "tuned", "affine", "identity", "question"}
-    if unknown:
-        raise ValueError(f"Unknown methods {sorted(unknown)}; use logit, tuned, affine, identity, question.")
     lenses = {"logit": LogitLens(session.adapter), "identity": identity_patchscope(session),
               "question": question_patchscope(session)}
     if {"tuned", "affine"} & set(methods):
         trained = _learned_lenses(session, train_if_missing=True)
         lenses.update({"tuned": trained.tuned, "affine": trained.affine})
     lenses = {m: lenses[m] for m in methods}
-    path = os.path.expanduser(args.corpus)
-    if os.path.isfile(path):
-        with open(path, "rb") as handle:
-            texts = parse_user_texts(handle.read(), os.path.basename(path))
-    else:
-        texts = evaluation_texts(corpus_texts(args.corpus))
-    sample = sample_texts(texts, args.n, args.seed)
     bar = Bar("extraction")
     rows = run_extraction(session, sample, lenses, seed=args.seed, progress=bar)
     bar.close()
     print_frame(summarise(rows), args.format)
 
 
-def _depth_lens(session, name: str):
+def _depth_lens(session: "ModelSession", name: str) -> "Lens":
     from core.lenses import LogitLens
     from core.tuned import load_lenses
 
@@ -113,14 +141,18 @@ def _depth_lens(session, name: str):
 
 
 def cmd_depth(args: argparse.Namespace) -> None:
-    from core.analyses.depth_tasks import SECTIONS, TABLES, run_section, verdicts
-
-    sections = SECTIONS if args.section == "all" else (args.section,)
     if args.section == "all" and args.table != "verdicts":
         raise ValueError("The 'all' section prints only the verdicts: add --table verdicts.")
-    if args.table != "verdicts" and args.table not in TABLES[args.section]:
+    if args.table != "verdicts" and args.table not in DEPTH_TABLES[args.section]:
         raise ValueError(f"The {args.section} section has no table {args.table!r}; choose from "
-                         f"{', '.join(TABLES[args.section])} or verdicts.")
+                         f"{', '.join(DEPTH_TABLES[args.section])} or verdicts.")
+    check_model(args.model)
+    check_sizes(args, {"n": (1, 10_000)})
+    import pandas as pd
+
+    from core.analyses.depth_tasks import SECTIONS, run_section, verdicts
+
+    sections = SECTIONS if args.section == "all" else (args.section,)
     session = load_session(args.model)
     lens = _depth_lens(session, args.lens)
     results = {}
@@ -135,7 +167,7 @@ def cmd_depth(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m core", description="Layerscope analyses from the shell.")
+    parser = Parser(prog="python -m core", description="Layerscope analyses from the shell.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     sub = parser.add_subparsers(dest="command", required=True)
     lens = sub.add_parser("lens", help="logit lens over every layer x position of a prompt")
@@ -189,17 +221,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(message)s", stream=sys.stderr)
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
     try:
         args.func(args)
     except BrokenPipeError:
         return 0
     except (ValueError, OSError, MemoryError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {validate.one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -4,43 +4,43 @@ the head-ablation KS test (Neo, Cohen & Barez 2024) as tidy tables."""
 from __future__ import annotations
 
 import argparse
-import os
+
+from core import validate
+from core.cli_util import Bar, check_model, check_sizes, load_session, print_frame
 
 TABLES = ("neurons", "prompts", "attributions", "terms", "heads", "ablation", "ks", "context_share", "skipped")
+BOUNDS = {"per_layer": (1, None), "n_texts": (1, 100_000), "window": (2, 65_536), "top": (1, 10_000)}
 
 
 def _layers(text: str, n_layers: int) -> list[int]:
     from core.analyses.attention_mlp import default_layers
 
-    if not text:
-        return default_layers(n_layers)
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise ValueError(f"--layers must be comma-separated block numbers (0-based), not {text!r}.") from None
+    return validate.int_list("--layers", text) if text.strip() else default_layers(n_layers)
 
 
-def _texts(corpus: str) -> list[str]:
-    from core.data import corpus_texts, evaluation_texts, parse_user_texts
+def check_args(args: argparse.Namespace) -> list[str]:
+    """Table, sizes, model, --layers against config.json and the corpus, before torch loads; -> the texts."""
+    validate.choice("table", args.table, TABLES)
+    check_sizes(args, BOUNDS)
+    layers = validate.int_list("--layers", args.layers)
+    dims = check_model(args.model)
+    if dims is not None:
+        for layer in layers:
+            validate.block("--layers: block", layer, dims.n_layers)
+        if dims.d_mlp is not None:
+            validate.int_range("--per-layer", args.per_layer, 1, dims.d_mlp)
+    from core.data import CORPORA, corpus_texts, evaluation_texts
 
-    path = os.path.expanduser(corpus)
-    if os.path.isfile(path):
-        with open(path, "rb") as handle:
-            return parse_user_texts(handle.read(), os.path.basename(path))
-    return evaluation_texts(corpus_texts(corpus))
+    texts = validate.corpus(args.corpus, tuple(CORPORA))
+    return evaluation_texts(corpus_texts(args.corpus)) if texts is None else texts
 
 
 def cmd_attention_mlp(args: argparse.Namespace) -> None:
+    texts = check_args(args)  # before loading the model: bad input fails fast
     from core.analyses.attention_mlp import ScanParams, check_layers
     from core.analyses.attention_mlp_run import (HeadParams, choose_neurons, corpus_sample, max_activating_prompts,
                                                  run_heads)
-    from core.cli_util import Bar, load_session, print_frame
 
-    if args.table not in TABLES:
-        raise ValueError(f"Unknown table {args.table!r}; choose from {', '.join(TABLES)}.")
-    if args.per_layer < 1 or args.n_texts < 1:
-        raise ValueError("--per-layer and --n-texts must be at least 1.")
-    texts = _texts(args.corpus)  # before loading the model: a bad corpus fails fast
     session = load_session(args.model)
     layers = check_layers(session, _layers(args.layers, session.adapter.n_layers))
     neurons = choose_neurons(session, layers, args.per_layer, args.control, args.seed,

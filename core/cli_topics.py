@@ -12,27 +12,54 @@ from __future__ import annotations
 
 import argparse
 import logging
+from typing import TYPE_CHECKING
 
-from core.cli_util import Bar, load_session, print_frame
+from core import validate
+from core.cli_util import Bar, check_model, check_sizes, load_session, print_frame
+
+if TYPE_CHECKING:
+    from core.analyses.topics import TopicParams
+    from core.validate import ModelDims
 
 log = logging.getLogger("layerscope")
 TABLES = ("sets", "pools", "edges", "summary")
 COMPARE_TABLES = ("tests", "rows", "topics")
+# core.analyses.topics_vocab.MODES (which needs torch), mirrored so a bad --mode fails at once; kept equal by
+# tests/test_cli_validation.py. Settings left at None take the analysis's defaults (TopicParams).
+MODE_NAMES = ("hi-c", "hi-i", "lo-c", "lo-i")
+BOUNDS = {"tau": (1, 1_000_000), "min_freq": (1, None), "vocab_size": (1, 10_000_000), "k": (2, 50),
+          "time_limit": (0.0, 86_400.0, True), "seed": (0, 2**63 - 1), "random": (0, 2**63 - 1),
+          "compare": (0, None), "layer": (1, None), "neuron": (0, None)}
 
 
-def _params(args: argparse.Namespace):
+def _params(args: argparse.Namespace) -> "TopicParams":
+    """The pipeline's settings: the ones given, the analysis's defaults for the rest, checked by its rules."""
     from core.analyses.topics import TopicParams
 
-    return TopicParams(tau=args.tau, min_freq=args.min_freq, thresholds=tuple(args.thresholds),
-                       size_limits=tuple(args.size_limits), k=args.k, time_limit=args.time_limit,
-                       corpus=args.corpus, vocab_size=args.vocab_size).check()
+    given = {"tau": args.tau, "min_freq": args.min_freq, "k": args.k, "time_limit": args.time_limit,
+             "vocab_size": args.vocab_size, "thresholds": args.thresholds and tuple(args.thresholds),
+             "size_limits": args.size_limits and tuple(args.size_limits)}
+    return TopicParams(corpus=args.corpus, **{k: v for k, v in given.items() if v is not None}).check()
 
 
-def cmd_topics(args: argparse.Namespace) -> None:
-    from core.analyses.topics_tasks import compare_random, prepare, scan_layer, unit_result
-    from core.analyses.topics_vocab import check_unit
+def _check_unit(args: argparse.Namespace, dims: "ModelDims | None") -> None:
+    """--layer and --neuron against the model's config.json (when this machine has it)."""
+    if dims is None:
+        return
+    validate.block("--layer", args.layer, dims.n_layers, first=1)
+    hi = args.mode.startswith("hi")
+    n_units = dims.d_mlp if hi else dims.d_model
+    if n_units is None:
+        return
+    if args.neuron is not None and not (args.scan or args.compare):
+        validate.unit("--neuron", args.neuron, n_units, "MLP neurons" if hi else "residual dimensions")
+    if args.compare:
+        validate.int_range("--compare", args.compare, 1, n_units)
 
-    params = _params(args)
+
+def check_args(args: argparse.Namespace) -> None:
+    """Everything ``topics`` is given, before torch or the model loads (the corpus folder is read once)."""
+    check_sizes(args, BOUNDS)
     if args.compare and args.table not in COMPARE_TABLES + ("sets",):
         raise ValueError(f"Unknown table {args.table!r} for --compare; choose from {', '.join(COMPARE_TABLES)}.")
     if not (args.scan or args.compare):
@@ -40,6 +67,24 @@ def cmd_topics(args: argparse.Namespace) -> None:
             raise ValueError("Give --neuron N (or --scan for the whole block, --compare N for real vs random).")
         if args.table not in TABLES:
             raise ValueError(f"Unknown table {args.table!r} for one neuron; choose from {', '.join(TABLES)}.")
+    if args.thresholds is not None or args.size_limits is not None:
+        from core.analyses.topics_solve import PAPER_SIZE_LIMITS, PAPER_THRESHOLDS, check_limits
+
+        check_limits(tuple(args.thresholds or PAPER_THRESHOLDS), tuple(args.size_limits or PAPER_SIZE_LIMITS))
+    _check_unit(args, check_model(args.model))
+    if args.corpus not in ("", "wikipedia", "bundled"):
+        validate.text_folder(args.corpus)  # at once, before scipy loads
+        from core.analyses.topics_corpus import folder_documents
+
+        folder_documents(args.corpus)  # the analysis's own reading: enough words to count
+
+
+def cmd_topics(args: argparse.Namespace) -> None:
+    check_args(args)
+    from core.analyses.topics_tasks import compare_random, prepare, scan_layer, unit_result
+    from core.analyses.topics_vocab import check_unit
+
+    params = _params(args)
     session = load_session(args.model)
     layer = args.layer - 1
     check_unit(session, args.mode, layer, None if (args.scan or args.compare) else args.neuron)
@@ -68,13 +113,9 @@ def cmd_topics(args: argparse.Namespace) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``topics`` subcommand."""
-    from core.analyses.topics_corpus import DEFAULT_MIN_FREQ, DEFAULT_VOCAB_SIZE
-    from core.analyses.topics_solve import DEFAULT_TIME_LIMIT, PAPER_SIZE_LIMITS, PAPER_THRESHOLDS, TOPIC_K
-    from core.analyses.topics_vocab import DEFAULT_TAU, MODES
-
     p = sub.add_parser("topics", help="neurons as superposed topic models (Lim & Lauw 2023)")
     p.add_argument("--model", default="bundled")
-    p.add_argument("--mode", choices=tuple(MODES), default="hi-c")
+    p.add_argument("--mode", choices=MODE_NAMES, default="hi-c")
     p.add_argument("--layer", type=int, required=True, help="block number 1..L (MLP of block L for hi modes)")
     p.add_argument("--neuron", type=int, default=None, help="MLP neuron (hi modes) or residual dimension (lo)")
     p.add_argument("--random", type=int, default=None, metavar="SEED",
@@ -82,14 +123,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scan", action="store_true", help="every unit of the block: pools and star sets")
     p.add_argument("--compare", type=int, default=0, metavar="N", help="N random units vs the random baseline")
     p.add_argument("--seed", type=int, default=0, help="sample seed of --compare")
-    p.add_argument("--tau", type=int, default=DEFAULT_TAU)
-    p.add_argument("--min-freq", type=int, default=DEFAULT_MIN_FREQ, help="minimum window count (word and pair)")
-    p.add_argument("--vocab-size", type=int, default=DEFAULT_VOCAB_SIZE)
+    p.add_argument("--tau", type=int, default=None, help="top and bottom tokens per pool (default 900)")
+    p.add_argument("--min-freq", type=int, default=None, help="minimum window count (word and pair; default 10)")
+    p.add_argument("--vocab-size", type=int, default=None, help="corpus vocabulary (default 40000)")
     p.add_argument("--corpus", default="wikipedia", help="'wikipedia' (bundled) or a folder of .txt files")
-    p.add_argument("--thresholds", type=float, nargs=2, default=list(PAPER_THRESHOLDS), metavar=("LO", "HI"))
-    p.add_argument("--size-limits", type=int, nargs=2, default=list(PAPER_SIZE_LIMITS), metavar=("LO", "HI"))
-    p.add_argument("--k", type=int, default=TOPIC_K, help="words per topic")
-    p.add_argument("--time-limit", type=float, default=DEFAULT_TIME_LIMIT, help="seconds per integer program")
+    p.add_argument("--thresholds", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+                   help="NPMI edge thresholds (default: the paper's 0.1 1.0)")
+    p.add_argument("--size-limits", type=int, nargs=2, default=None, metavar=("LO", "HI"),
+                   help="star-set sizes (default: the paper's 10 24)")
+    p.add_argument("--k", type=int, default=None, help="words per topic (default 10)")
+    p.add_argument("--time-limit", type=float, default=None, help="seconds per integer program (default 30)")
     p.add_argument("--table", default="sets",
                    help="one neuron: sets (default), pools, edges, summary; --compare: tests, rows, topics")
     p.add_argument("--format", choices=("json", "csv"), default="json")

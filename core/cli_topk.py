@@ -7,29 +7,62 @@ intervention, vit, whisper (core.analyses.topk_more, imported only when asked fo
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-from core.cli_util import Bar, load_session, print_frame
+from core import validate
+from core.cli_util import Bar, check_model, check_sizes, load_session, print_frame, quiet_transformers
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from core.analyses.topk_sections import TopkParams
 
 TEXT_SECTIONS = ("saturation", "baseline", "probing", "early-exit", "better-lm")
 MORE_SECTIONS = ("intervention", "vit", "whisper")
 DEFAULT_TABLE = {"saturation": "summary", "baseline": "summary", "probing": "summary", "early-exit": "points",
                  "better-lm": "groups", "intervention": "offsets", "vit": "summary", "whisper": "summary"}
+# Every section's tables, mirrored so a wrong --table fails before torch loads: the text sections' are kept
+# equal to core.analyses.topk_sections.TABLES by tests/test_cli_validation.py; the others are the frames that
+# topk_more.run_intervention and topk_modal.compute_modality document.
+TABLES = {"saturation": ("summary", "rank_order", "saturation", "tau", "permutation", "histogram"),
+          "baseline": ("summary", "rank_order", "permutation", "probe"),
+          "probing": ("summary", "per_layer", "folds", "dataset"), "early-exit": ("points", "summary"),
+          "better-lm": ("groups", "test"), "intervention": ("offsets", "pairs", "texts", "config"),
+          "vit": ("summary", "rank_order", "kendall", "probe", "saturation", "inputs"),
+          "whisper": ("summary", "rank_order", "kendall", "probe", "saturation", "inputs")}
+# Bounds checked before anything loads; the text sections' own rules (TopkParams.check) run after them.
+TEXT_BOUNDS = {"n": (1, 100_000), "k": (2, 50), "max_tokens": (8, 65_536), "ratio": (0.0, 1.0, True),
+               "n_perm": (1, 1_000_000), "folds": (2, 20), "n_eval": (1, 100_000)}
+MORE_BOUNDS = {"n": (1, 100_000), "k": (2, 1000)}
 
 
-def _pick(frames: dict, section: str, table: str | None):
+def check_args(args: argparse.Namespace) -> None:
+    """Sizes, table and model of ``topk <section>`` -- files and numbers only, nothing loaded."""
+    text = args.section in TEXT_SECTIONS
+    check_sizes(args, TEXT_BOUNDS if text else MORE_BOUNDS if args.section != "intervention" else {"n": (1, 100_000)})
+    default_tasks = None if args.section in ("vit", "intervention") else 4  # vit: k
+    tasks = args.n_tasks if args.n_tasks is not None else default_tasks
+    if tasks is not None:
+        validate.int_range("--n-tasks" if args.n_tasks is not None else "--n-tasks (default 4)", tasks, 2, args.k)
+    if args.table is not None:
+        validate.choice("table", args.table, TABLES[args.section], f" for the {args.section} section")
+    if text or args.section == "intervention":
+        check_model(args.model)
+    elif args.model not in ("", "bundled"):
+        validate.model_source(args.model)
+
+
+def _pick(frames: dict, section: str, table: str | None) -> "pd.DataFrame":
     name = table or DEFAULT_TABLE[section]
     if name not in frames:
         raise ValueError(f"The {section} section has no table {name!r}; choose from {', '.join(frames)}.")
     return frames[name]
 
 
-def _params(args: argparse.Namespace):
-    """Validate the text-section arguments before anything is loaded."""
-    from core.analyses.topk_sections import TABLES, TopkParams
+def _params(args: argparse.Namespace) -> "TopkParams":
+    """The text sections' parameters, checked by the analysis's own rules (before any model loads)."""
+    from core.analyses.topk_sections import TopkParams
 
-    if args.table is not None and args.table not in TABLES[args.section]:
-        raise ValueError(f"The {args.section} section has no table {args.table!r}; choose from "
-                         f"{', '.join(TABLES[args.section])}.")
     params = TopkParams(n=args.n, k=args.k, seed=args.seed, max_tokens=args.max_tokens, ratio=args.ratio,
                         n_perm=args.n_perm, n_tasks=args.n_tasks or 4, folds=args.folds, n_eval=args.n_eval)
     params.check()
@@ -42,14 +75,14 @@ def _more_section(args: argparse.Namespace, bar: Bar) -> dict:
     if args.section == "intervention":
         return topk_more.run_intervention(load_session(args.model), args.n, args.seed, bar)
     model = None if args.model in ("", "bundled") else args.model
+    quiet_transformers()
     return topk_more.run_modality(args.section, model, args.n, args.k, args.seed, bar, n_tasks=args.n_tasks)
 
 
 def cmd_topk(args: argparse.Namespace) -> None:
+    check_args(args)
     from core.analyses.topk_sections import run_section
 
-    if args.n < 1:
-        raise ValueError("--n must be at least 1.")
     params = _params(args) if args.section in TEXT_SECTIONS else None
     session = load_session(args.model) if params is not None else None
     bar = Bar(f"topk {args.section}")

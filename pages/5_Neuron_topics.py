@@ -42,7 +42,7 @@ st.markdown(f"**{MODES[mode].split(':')[0]}** — {where}, injected as a one-tok
             "then the final norm and the unembedding.")
 params = tv.settings()
 try:
-    params.check()
+    tv.check(params)
 except ValueError as err:
     st.error(str(err))
     write_url(URL_KEYS)

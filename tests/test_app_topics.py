@@ -72,3 +72,17 @@ def test_scan_finds_units_and_shows_one_in_the_neuron_tab() -> None:
     at.button(key="topics_pick").click().run()
     assert at.number_input(key="w_topics_unit").value == chosen
     assert at.query_params["topics_unit"] == str(chosen)
+
+
+def test_a_corpus_folder_that_does_not_exist_is_refused_before_any_job(tmp_path: Path) -> None:
+    from ui.cached import job_registry
+
+    missing = str(tmp_path / "no-such-corpus")
+    at = AppTest.from_file(str(PAGE), default_timeout=300)
+    at.session_state["w_topics_corpus"] = missing
+    at.run()
+    assert not at.exception
+    assert [e.value for e in at.error] == [f"The corpus folder {missing!r} does not exist."]
+    assert not at.get("progress")  # no job started, and none offered
+    assert not any((b.key or "").startswith("topics") for b in at.button)
+    assert not any(missing in key for key in job_registry()._jobs)

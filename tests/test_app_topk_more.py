@@ -60,11 +60,21 @@ def test_modalities_tab_runs_the_tiny_demo_and_says_so(kind: str) -> None:
     assert _charts(at) >= 1
 
 
-def test_modalities_tab_reports_missing_weights_without_losing_the_inputs(tmp_path) -> None:
+def test_modalities_tab_refuses_a_missing_folder_before_any_job(tmp_path) -> None:
     at = AppTest.from_function(_modalities_script, default_timeout=120)
     at.run()
     at.number_input(key="w_topk_mod_n").set_value(7).run()
     at.text_input(key="w_topk_mod_model").set_value(str(tmp_path / "no-such-vit")).run()
+    assert len(at.error) == 1 and "No model folder" in at.error[0].value  # at once, no job started
+    assert at.button(key="run_topk_vit").disabled
+    assert at.number_input(key="w_topk_mod_n").value == 7  # the other inputs survive
+
+
+def test_modalities_tab_reports_missing_weights_without_losing_the_inputs() -> None:
+    at = AppTest.from_function(_modalities_script, default_timeout=120)
+    at.run()
+    at.number_input(key="w_topk_mod_n").set_value(7).run()
+    at.text_input(key="w_topk_mod_model").set_value("nobody/no-such-vit").run()  # a hub id: needs the hub
     at.button(key="run_topk_vit").click().run()
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not at.error:
@@ -72,7 +82,7 @@ def test_modalities_tab_reports_missing_weights_without_losing_the_inputs(tmp_pa
         at.run()
     assert at.error and "offline" in at.error[0].value
     assert at.number_input(key="w_topk_mod_n").value == 7  # the other inputs survive
-    assert at.text_input(key="w_topk_mod_model").value == str(tmp_path / "no-such-vit")
+    assert at.text_input(key="w_topk_mod_model").value == "nobody/no-such-vit"
 
 
 @pytest.mark.integration

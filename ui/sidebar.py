@@ -8,6 +8,7 @@ import streamlit as st
 
 from core.models import BUNDLED, ModelLoadError, ModelSpec
 from core.trace import ModelSession
+from core.validate import model_source
 from ui import cached
 from ui.state import persistent, set_value, url_value
 
@@ -61,6 +62,11 @@ def _prompt_form() -> str:
 
 def load_session(spec: ModelSpec) -> ModelSession | None:
     """The cached session for ``spec``, or None after showing why it cannot be had."""
+    try:
+        model_source(spec.key())  # a folder without a model or a missing path: said before loading starts
+    except ValueError as err:
+        st.error(str(err))
+        return None
     try:
         cached.ensure_model_files(spec)
         return cached.get_session(spec.key())

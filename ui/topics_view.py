@@ -58,6 +58,16 @@ MIN_FREQ_HELP = (f"p(w) and p(a, b) count as 0 below this many windows. The pape
                  "at 10, 0.5 at 20, 0.03 at 40; the random baseline gave 0 at all three.")
 
 
+def check(params: TopicParams) -> None:
+    """ValueError (one line, shown by the page) for settings the pipeline would reject, before a job starts:
+    the analysis's own rules, and a corpus folder that does not exist or holds no .txt files."""
+    from core.validate import text_folder
+
+    params.check()
+    if params.corpus not in ("", "wikipedia", "bundled"):
+        text_folder(params.corpus)
+
+
 def job(key: str, label: str, work: Callable[[Callable], Any], button: str, button_key: str,
         start_now: bool = False) -> Any:
     """A background job behind a button (or started at once): its result when done, else None."""

@@ -175,6 +175,25 @@ def _folder_stamp(model: str) -> float:
     return max((f.stat().st_mtime for f in folder.iterdir() if f.is_file()), default=0.0)
 
 
+def _input_problems(kind: str, model: str, files: list, transcripts: list[str]) -> list[str]:
+    """What keeps the job from running, said before it starts: a model field that names no model here,
+    too many files, WAV files without transcripts for real weights."""
+    from core.analyses.topk_modal import MAX_UPLOADS
+    from core.validate import model_source
+
+    problems = []
+    if model:
+        try:
+            model_source(model)
+        except ValueError as err:
+            problems.append(str(err))
+    if len(files) > MAX_UPLOADS:
+        problems.append(f"At most {MAX_UPLOADS} uploaded files at once ({len(files)} given).")
+    if kind == "whisper" and model and len(transcripts) < len(files):
+        problems.append(f"Give one transcript per WAV file ({len(files)} files, {len(transcripts)} transcripts).")
+    return problems
+
+
 def modalities_tab() -> None:
     """Saturation, rank order, strict τ and probing for a ViT or a Whisper decoder (tiny demo or your weights)."""
     st.caption(
@@ -199,6 +218,7 @@ def modalities_tab() -> None:
                 "the method at work, not what a trained model does. Give a local folder (or a model already in the "
                 "Hugging Face cache) for real weights; nothing can be downloaded here.")
     files, transcripts, errors = _uploads(kind)
+    errors += _input_problems(kind, model, files, transcripts)
     for message in errors:
         st.error(message)
     if n + len(files) < 1:

@@ -1,0 +1,289 @@
+"""Checks of user input that run before any model, lens or corpus work starts.
+
+Plain functions that raise ``ValueError`` with a one-line message a user can act on. Nothing here imports
+torch, transformers or pandas at module level, so the command line answers bad input in well under a
+second; model sizes come from the model's ``config.json`` (never its weights).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+BUNDLED = "bundled"
+RANDOM_PREFIX = "random:"
+BUNDLED_DIR = "smollm2-135m-instruct"  # the converted bundled model under cache/models/
+CORPUS_SUFFIXES = (".txt", ".jsonl", ".csv")
+MAX_CORPUS_BYTES = 200 * 2**20
+_WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def one_line(text: str) -> str:
+    """``text`` with its line breaks folded, so every message is a single line."""
+    return " ".join(str(text).split())
+
+
+# -- sizes ---------------------------------------------------------------------------------------------------
+def int_range(flag: str, value: int, lo: int, hi: int | None = None) -> int:
+    """``value`` when it is an integer in lo..hi (hi None = no upper bound), else ValueError naming ``flag``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{flag} must be a whole number, not {value!r}.")
+    if value < lo or (hi is not None and value > hi):
+        span = f"at least {lo}" if hi is None else f"in {lo}..{hi}"
+        raise ValueError(f"{flag} must be {span} (got {value}).")
+    return value
+
+
+def number_range(flag: str, value: float, lo: float, hi: float, lo_open: bool = False) -> float:
+    """``value`` when it is a finite number in [lo, hi] (or (lo, hi] with ``lo_open``), else ValueError."""
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{flag} must be a finite number, not {value!r}.")
+    if value > hi or value < lo or (lo_open and value == lo):
+        raise ValueError(f"{flag} must lie in {'(' if lo_open else '['}{lo:g}, {hi:g}] (got {value:g}).")
+    return float(value)
+
+
+def choice(flag: str, value: str, options: Sequence[str], where: str = "") -> str:
+    """``value`` when it is one of ``options``, else ValueError listing them."""
+    if value not in options:
+        raise ValueError(f"Unknown {flag} {value!r}{where}; choose from {', '.join(options)}.")
+    return value
+
+
+def names(flag: str, text: str, options: Sequence[str]) -> list[str]:
+    """Comma-separated names, each one of ``options`` (at least one)."""
+    picked = [part.strip() for part in text.split(",") if part.strip()]
+    if not picked:
+        raise ValueError(f"{flag} is empty; give one or more of {', '.join(options)}.")
+    unknown = [name for name in picked if name not in options]
+    if unknown:
+        raise ValueError(f"Unknown {flag} {', '.join(unknown)}; use {', '.join(options)}.")
+    return picked
+
+
+def int_list(flag: str, text: str) -> list[int]:
+    """``"26,27"`` -> [26, 27]; ValueError for anything that is not comma-separated whole numbers."""
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(f"{flag} must be comma-separated whole numbers, not {text!r}.") from None
+
+
+# -- models --------------------------------------------------------------------------------------------------
+def split_model(text: str) -> tuple[str, bool]:
+    """``"random:gpt2"`` -> ("gpt2", True); blank -> ("bundled", False). The same rule as ModelSpec.parse."""
+    text = (text or "").strip() or BUNDLED
+    random_init = text.startswith(RANDOM_PREFIX)
+    source = text[len(RANDOM_PREFIX):].strip() if random_init else text
+    return source or BUNDLED, random_init
+
+
+def looks_like_path(source: str) -> bool:
+    return source.startswith((".", "/", "~", "\\")) or bool(re.match(r"^[A-Za-z]:[\\/]", source))
+
+
+def model_folder(path: Path, need_weights: bool = True) -> Path:
+    """ValueError unless ``path`` is a folder with a model: config.json (and weights when ``need_weights``)."""
+    if not (path / "config.json").is_file():
+        ggufs = sorted(path.glob("*.gguf"))
+        hint = f" (it has {ggufs[0].name}: give that file itself)" if ggufs else ""
+        raise ValueError(f"The folder {str(path)!r} holds no model: no config.json with weights "
+                         f"(*.safetensors) and no .gguf file{hint}.")
+    config = read_config(path / "config.json")
+    if "model_type" not in config:
+        raise ValueError(f"{str(path / 'config.json')!r} has no 'model_type': not a Hugging Face model config.")
+    if need_weights and not any(any(path.glob(p)) for p in _WEIGHT_PATTERNS):
+        raise ValueError(f"The folder {str(path)!r} holds a config.json but no weights (*.safetensors or "
+                         f"pytorch_model*.bin); prefix 'random:' for an untrained twin.")
+    return path
+
+
+def model_source(text: str, need_weights: bool = True) -> str:
+    """Check a ``--model`` / model field: 'bundled', a hub id, a model folder or a .gguf file (prefix 'random:').
+
+    Returns the source without the prefix. Only files are looked at; hub ids are checked for their shape.
+    A random twin needs no weights; ``need_weights=False`` leaves the weights to the loader."""
+    source, random_init = split_model(text)
+    if source == BUNDLED:
+        return source
+    path = Path(source).expanduser()
+    if path.suffix.lower() == ".gguf":
+        if not path.is_file():
+            raise ValueError(f"No such .gguf file: {source!r}.")
+        return source
+    if path.is_dir():
+        model_folder(path, need_weights and not random_init)
+        return source
+    if path.exists():
+        raise ValueError(f"{source!r} is a file, not a model: give a model folder (config.json + weights), "
+                         "a .gguf file or a hub id.")
+    if looks_like_path(source):
+        raise ValueError(f"No model folder at {source!r}: no such folder.")
+    if not _HUB_ID.match(source):
+        raise ValueError(f"{source!r} is neither a local folder nor a hub id such as 'gpt2' or "
+                         "'EleutherAI/pythia-160m'.")
+    return source
+
+
+def read_config(path: Path) -> dict:
+    """A config.json as a dict; ValueError when it is not a JSON object."""
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{str(path)!r} is not a readable JSON file ({one_line(err)}).") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{str(path)!r} is not a JSON object: not a model config.")
+    return config
+
+
+@dataclass(frozen=True)
+class ModelDims:
+    """Sizes from a model's config.json: blocks, residual width, MLP width (None when the config lacks it)."""
+
+    n_layers: int
+    d_model: int
+    d_mlp: int | None
+
+
+def _first(config: dict, keys: Iterable[str]) -> int | None:
+    for key in keys:
+        value = config.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
+def dims_from_config(config: dict) -> ModelDims | None:
+    """The sizes of the supported families from their config keys (None when they cannot be read)."""
+    n_layers = _first(config, ("num_hidden_layers", "n_layer", "num_layers"))
+    d_model = _first(config, ("hidden_size", "n_embd", "d_model"))
+    if n_layers is None or d_model is None:
+        return None
+    d_mlp = _first(config, ("intermediate_size", "ffn_dim", "n_inner"))
+    if d_mlp is None and config.get("model_type") in ("gpt2", "gptj"):
+        d_mlp = 4 * d_model  # n_inner = null means 4 * n_embd in both
+    return ModelDims(n_layers, d_model, d_mlp)
+
+
+def _config_path(source: str) -> Path | None:
+    if source == BUNDLED:
+        from core.paths import cache_dir
+
+        path = cache_dir() / "models" / BUNDLED_DIR / "config.json"
+        return path if path.is_file() else None
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return path / "config.json" if (path / "config.json").is_file() else None
+    if path.suffix.lower() == ".gguf" or looks_like_path(source):
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(source, "config.json")
+    return Path(cached) if isinstance(cached, str) else None
+
+
+def model_dims(text: str) -> ModelDims | None:
+    """Sizes of the model ``text`` names, read from its config.json only; None when there is no config here
+    (a .gguf file, a hub id not in the local cache, the bundled model before its first conversion)."""
+    path = _config_path(split_model(text)[0])
+    return dims_from_config(read_config(path)) if path is not None else None
+
+
+def block(flag: str, value: int, n_layers: int, first: int = 0) -> int:
+    """``value`` when it names a block of the model (numbered from ``first``: 0 or 1)."""
+    last = n_layers - 1 + first
+    if isinstance(value, bool) or not isinstance(value, int) or not first <= value <= last:
+        raise ValueError(f"{flag} {value} does not exist: this model has blocks {first}..{last}.")
+    return value
+
+
+def unit(flag: str, value: int, n_units: int, kind: str) -> int:
+    """``value`` when it is one of ``n_units`` units (0-based), e.g. kind = 'MLP neurons'."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < n_units:
+        raise ValueError(f"{flag} {value} does not exist: this model has {n_units} {kind} (0..{n_units - 1}).")
+    return value
+
+
+# -- corpora -------------------------------------------------------------------------------------------------
+def corpus_file(path: Path, max_bytes: int = MAX_CORPUS_BYTES) -> list[str]:
+    """The texts of a .txt/.jsonl/.csv corpus file (parsed as text, never unpickled)."""
+    from core.data import parse_user_texts
+
+    if path.is_dir():
+        raise ValueError(f"{str(path)!r} is a folder; give a {'/'.join(CORPUS_SUFFIXES)} file.")
+    if path.suffix.lower() not in CORPUS_SUFFIXES:
+        raise ValueError(f"{str(path)!r} is not a .txt, .jsonl or .csv file: give one of those.")
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise ValueError(f"{str(path)!r} holds {size / 2**20:.0f} MB; the limit is {max_bytes / 2**20:.0f} MB.")
+    return parse_user_texts(path.read_bytes(), path.name)
+
+
+def corpus(text: str, bundled: Sequence[str]) -> list[str] | None:
+    """A ``--corpus``: None for a bundled corpus name, else the parsed texts of the file it names."""
+    path = Path(text).expanduser()
+    if path.is_file():
+        return corpus_file(path)
+    if text in bundled:
+        return None
+    if path.exists():
+        return corpus_file(path)
+    if path.suffix.lower() in CORPUS_SUFFIXES or looks_like_path(text) or "/" in text:
+        raise ValueError(f"No such corpus file: {text!r}.")
+    raise ValueError(f"Unknown corpus {text!r}; choose from {', '.join(bundled)}, or give a "
+                     f"{'/'.join(CORPUS_SUFFIXES)} file.")
+
+
+def text_folder(text: str, max_bytes: int = MAX_CORPUS_BYTES) -> Path:
+    """A folder of .txt files (searched recursively, at most ``max_bytes`` in all), without reading them."""
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise ValueError(f"The corpus folder {text!r} does not exist.")
+    if not path.is_dir():
+        raise ValueError(f"{text!r} is not a folder: give a folder of .txt files.")
+    files = [p for p in path.rglob("*.txt") if p.is_file()]
+    if not files:
+        raise ValueError(f"The folder {text!r} holds no .txt files.")
+    total = sum(p.stat().st_size for p in files)
+    if total > max_bytes:
+        raise ValueError(f"The .txt files in {text!r} hold {total / 2**20:.0f} MB; the limit is "
+                         f"{max_bytes / 2**20:.0f} MB. Use a smaller sample.")
+    return path
+
+
+# -- lenses --------------------------------------------------------------------------------------------------
+def lens_folder(text: str) -> Path:
+    """A pretrained lens folder: params.safetensors with a readable safetensors header (pickles refused)."""
+    path = Path(text).expanduser()
+    if not path.is_dir():
+        raise ValueError(f"No lens folder at {text!r}.")
+    params = path / "params.safetensors"
+    if not params.is_file():
+        if (path / "params.pt").is_file():
+            raise ValueError(f"{text!r} holds a pickled lens (params.pt); Layerscope reads lenses only as "
+                             "safetensors (params.safetensors + config.json), since pickles can run code.")
+        raise ValueError(f"{text!r} holds no params.safetensors: not a lens folder Layerscope can read.")
+    safetensors_header(params)
+    return path
+
+
+def safetensors_header(path: Path) -> dict:
+    """The JSON header of a safetensors file (8-byte little-endian length, then JSON); ValueError if not one."""
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+        length = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
+        if not 2 <= length <= min(100 * 2**20, max(0, path.stat().st_size - 8)):
+            raise ValueError(f"{str(path)!r} is not a safetensors file.")
+        try:
+            header = json.loads(handle.read(length))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise ValueError(f"{str(path)!r} is not a safetensors file (unreadable header).") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"{str(path)!r} is not a safetensors file.")
+    return header
