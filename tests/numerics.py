@@ -8,7 +8,9 @@ Two kinds of comparison, and a test must say which one it makes:
 * **Different computations** (another chunk or batch shape, batched vs unbatched, a hook route vs the
   model's own forward, float32 vs a float64 reference, CPU vs CUDA, AMD AVX2 vs Intel AVX-512/AMX
   kernels): values compare with a stated tolerance, and an id or rank chosen by comparing logits is only
-  checked up to near-ties: candidates whose logit is within Near-tie tolerance: float32 logits computed by products of two shapes differ by ~2e-6 of the logits'
+  checked up to near-ties: candidates whose logits lie within :func:`logit_tol` of each other are ties.
+
+Near-tie tolerance: float32 logits computed by products of two shapes differ by ~2e-6 of the logits'
 scale (measured on the AMD kind: rows of a [1, 576] x [576, 49152] product of N(0, 1) values vs the same
 rows inside a [640, 576] product differ by up to 5e-5 at |z| ~ 24). :func:`logit_tol` allows 10x that,
 relative to each row's largest |logit| (``LOGIT_RTOL``), with an absolute floor (``LOGIT_ATOL``): far

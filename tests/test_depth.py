@@ -224,6 +224,8 @@ def test_every_section_on_the_bundled_model(bundled_session) -> None:
 
     for name, frame in [("pos", rows), ("facts", results["facts"]["rows"])]:
         last = frame[frame.layer == n_layers]
+        # exact: same computation (the last layer's readout is the model's output logits tensor and the
+        # prediction is its argmax)
         assert (last["rank"] == 1).all(), name  # rank of the model's own (correct) prediction
         assert frame.groupby(["example"] + (["tag"] if name == "pos" else ["token_num"])).size().eq(n_layers + 1).all()
     assert set(counts.columns) == {"tag", "kept", "tried"} and (counts.kept <= 1).all()
@@ -237,6 +239,7 @@ def test_every_section_on_the_bundled_model(bundled_session) -> None:
     assert options["summary"].decision_rel.between(0, 1).all()
     freq = results["frequency"]
     last = freq["rows"][freq["rows"].layer == n_layers]
+    # exact: same computation (the last layer's guess and the final prediction are the argmax of one tensor)
     assert (last.guess == last.final).all()
     assert freq["flips"].set_index("layer").loc[n_layers, "flip_rate"].max() == 0.0
     assert np.allclose(freq["shares"].groupby("column").share.sum(), 1.0)

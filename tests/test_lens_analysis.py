@@ -91,6 +91,7 @@ def test_lens_frame_rows_and_columns(session: ModelSession) -> None:
     assert sorted(set(zip(frame.layer, frame.position))) == [(l, p) for l in (0, 2, 3) for p in range(trace.n_pos)]
     row = frame[(frame.layer == 2) & (frame.position == 3)].iloc[0]
     r = stats.layer_row(2)
+    # exact: same computation (the frame is a view of these very stats arrays)
     assert row.token == trace.tokens[3]
     assert row.top_tokens == [vocab[i] for i in stats.top_ids[r, 3]]
     assert row.top_probs == pytest.approx(stats.top_probs[r, 3].tolist(), abs=1e-6)
@@ -98,6 +99,7 @@ def test_lens_frame_rows_and_columns(session: ModelSession) -> None:
     assert row.target_rank == stats.target_rank[r, 3, 0]
     assert row.entropy == pytest.approx(float(stats.entropy[r, 3]))
     assert row.kl_to_final == pytest.approx(float(stats.kl_to_final[r, 3]))
+    # exact: same computation (the default target is the argmax of the very logits the last layer's row reads)
     assert (frame[frame.layer == 3].target_rank == 1).all()
 
 
@@ -109,7 +111,7 @@ def test_targets_frame_one_row_per_target(session: ModelSession) -> None:
     assert len(frame) == (trace.n_layers + 1) * trace.n_pos * 2
     assert set(frame.target) == {" Paris", " Rome"}
     sub = frame[(frame.layer == 1) & (frame.position == 2) & (frame.target == " Rome")]
-    assert len(sub) == 1 and sub.target_rank.iloc[0] == stats.target_rank[1, 2, 1]
+    assert len(sub) == 1 and sub.target_rank.iloc[0] == stats.target_rank[1, 2, 1]  # exact: a view of stats
 
 
 def test_run_lens_targets_and_notes(session: ModelSession) -> None:
@@ -130,6 +132,7 @@ def test_compare_prompt_with_itself(session: ModelSession) -> None:
     cmp = compare_frames(a, b)
     assert list(cmp.columns) == COMPARE_COLUMNS
     assert len(cmp) == len(a.frame)
+    # exact: same computation (one prompt run twice by the same code with the same shapes)
     assert not cmp.top1_changed.any()
     assert (cmp.position_a == cmp.position_b).all()
     for col in ("delta_target_prob", "delta_entropy", "delta_kl_to_final"):
@@ -150,7 +153,7 @@ def test_compare_with_an_insertion(session: ModelSession) -> None:
     fb = b.frame[(b.frame.layer == n_res - 1) & (b.frame.position == len(b.tokens) - 1)].iloc[0]
     assert last.delta_target_prob == pytest.approx(fb.target_prob - fa.target_prob)
     assert last.delta_entropy == pytest.approx(fb.entropy - fa.entropy)
-    assert last.top1_changed == (fa.top_tokens[0] != fb.top_tokens[0])
+    assert last.top1_changed == (fa.top_tokens[0] != fb.top_tokens[0])  # exact: read from the same two frames
     assert (cmp.token_a == [a.tokens[p] for p in cmp.position_a]).all()
 
 

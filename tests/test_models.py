@@ -63,6 +63,7 @@ def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    # exact: same computation (one seeded initialisation run twice in one process, or a save/load round trip)
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 

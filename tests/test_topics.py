@@ -34,9 +34,17 @@ def _random_graph(n: int, seed: int) -> np.ndarray:
     return w
 
 
-def _brute_force(w: np.ndarray, k: int) -> tuple[tuple[int, ...], float]:
-    best = max(itertools.combinations(range(len(w)), k), key=lambda c: coherence(w, c))
-    return best, coherence(w, best)
+TIE = 1e-9  # coherences (~0.1, float64) of two k-sets closer than this count as tied
+
+
+def _brute_force(w: np.ndarray, k: int) -> tuple[set[tuple[int, ...]], float]:
+    """-> (every k-set whose coherence is within TIE of the best, the best coherence).
+
+    The solver sums the same float64 weights in another order than :func:`coherence`, so a k-set tied with the
+    best up to rounding may win there: the optimum is checked up to such near-ties."""
+    scores = {c: coherence(w, c) for c in itertools.combinations(range(len(w)), k)}
+    best = max(scores.values())
+    return {c for c, score in scores.items() if score >= best - TIE}, best
 
 
 @pytest.mark.parametrize("n,k,seed", [(8, 3, 0), (9, 4, 1), (11, 5, 2), (14, 4, 3), (14, 6, 4), (12, 10, 5),
@@ -45,10 +53,11 @@ def test_integer_program_equals_brute_force(n: int, k: int, seed: int) -> None:
     w = _random_graph(n, seed)
     members = tuple(range(n))
     topic = best_topic(w, members, k=k, time_limit=60)
-    chosen, score = _brute_force(w, k)
+    optima, score = _brute_force(w, k)
     assert topic.status == "optimal"
-    assert topic.members == chosen
-    assert topic.coherence == pytest.approx(score, abs=1e-9)
+    # different computations (HiGHS' MILP vs brute force): the chosen k-set is a brute-force optimum up to TIE
+    assert topic.members in optima
+    assert topic.coherence == pytest.approx(score, abs=TIE)
 
 
 def test_topic_works_on_a_subset_and_reports_small_sets() -> None:
@@ -56,8 +65,9 @@ def test_topic_works_on_a_subset_and_reports_small_sets() -> None:
     members = (1, 3, 4, 6, 7, 9, 11)
     topic = best_topic(w, members, k=4)
     sub = w[np.ix_(members, members)]
-    chosen, score = _brute_force(sub, 4)
-    assert topic.members == tuple(sorted(members[i] for i in chosen))
+    optima, score = _brute_force(sub, 4)
+    # different computations (MILP vs brute force): a brute-force optimum up to near-ties of the coherence (TIE)
+    assert topic.members in {tuple(sorted(members[i] for i in chosen)) for chosen in optima}
     assert topic.coherence == pytest.approx(score)
     assert best_topic(w, (1, 2, 3), k=4).status == "too few words"
     exact = best_topic(w, (1, 2, 3, 4), k=4)
@@ -133,6 +143,7 @@ def test_counts_are_cached_and_folders_are_validated(tmp_path: Path, monkeypatch
     topics_corpus._memory.clear()
     again = corpus_counts(str(folder), vocab_size=100)
     assert again is not first and again.key == first.key
+    # exact: a stored result vs the result it stored (integer codes and words)
     assert np.array_equal(again.pair_codes, first.pair_codes) and np.array_equal(again.vocab, first.vocab)
     with pytest.raises(ValueError, match="limit"):
         folder_documents(folder, max_bytes=10)
@@ -360,5 +371,5 @@ def test_bundled_neuron_topics_end_to_end(bundled_session, capsys: pytest.Captur
         assert len(all_words) == len(set(all_words))  # disjoint sets
     assert main(["topics", "--layer", "13", "--neuron", "5", "--time-limit", "20", "--format", "json"]) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert [r["topic"] for r in printed] == sets.topic.tolist()
+    assert [r["topic"] for r in printed] == sets.topic.tolist()  # exact: the CLI reads the result cached above
     assert main(["topics", "--layer", "31", "--neuron", "5"]) == 2

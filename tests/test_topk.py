@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from numerics import assert_top_k_within_ties
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -112,7 +113,7 @@ def test_permutation_p_is_minimal_for_ordered_and_large_for_shuffled_sets() -> N
     actual, permuted, p = permutation_test(shuffled, 30, n_perm=300, seed=0)
     assert abs(actual) < 0.2 and p > 0.05
     again = permutation_test(shuffled, 30, n_perm=300, seed=0)
-    assert again[2] == p and np.array_equal(again[1], permuted)  # seeded
+    assert again[2] == p and np.array_equal(again[1], permuted)  # seeded; exact: same computation (same inputs)
 
 
 # -- task labels and probes ---------------------------------------------------------------------------------------
@@ -168,6 +169,7 @@ def test_probe_save_load_round_trip_without_pickle(tmp_path: Path) -> None:
     path = probe.save(tmp_path / "probe")
     assert path.suffix == ".npz" and (tmp_path / "probe.json").is_file()
     loaded = Probe.load(tmp_path / "probe.npz")
+    # exact: same computation (the float64 parameters round-trip unchanged and predict() is the same code)
     assert np.array_equal(loaded.predict(X), probe.predict(X)) and loaded.meta == {"note": "test"}
     np.testing.assert_allclose(loaded.predict_proba(X).sum(1), 1.0)
     from sklearn.linear_model import LogisticRegression
@@ -267,7 +269,9 @@ def test_the_last_layer_slots_are_the_models_own_top_k(make_session) -> None:
         record = compute_record(session, "The capital of France is Paris, and the capital of Italy is Rome.", 5, 64)
         with torch.no_grad():
             logits = session.model(torch.as_tensor(record.input_ids)[None]).logits[0]  # [pos, vocab]
-        assert np.array_equal(record.top_ids[-1], logits.topk(5).indices.numpy())
+        # different computations (the record's chunked lens readout vs a separate forward of the model): the
+        # top-5 ids up to near-ties of the reference logits (numerics.logit_tol)
+        assert_top_k_within_ties(record.top_ids[-1], logits)
         np.testing.assert_allclose(record.top_probs[-1], logits.softmax(-1).topk(5).values.numpy(), rtol=1e-4)
         sat = record.saturation()
         assert sat.shape == (len(record.input_ids), 5) and sat.min() >= 0 and sat.max() <= session.adapter.n_layers - 1
@@ -324,6 +328,7 @@ def test_every_text_section_runs_on_the_bundled_model(bundled_session) -> None:
     table = probing["summary"].query("task == -1 and metric == 'balanced_accuracy'").set_index("source")["mean"]
     assert table["probe"] > table["chance"] == 0.5
     exits = compute_section(bundled_session, "early-exit", params)["points"].set_index("method")
+    # exact: same computation (both read the same records' top-1 ids: exiting at s_0 predicts the final top-1)
     assert exits.loc["oracle", "accuracy"] == exits.loc["baseline", "accuracy"]
     assert exits.loc["oracle", "speedup"] >= 1.0 and exits.loc["baseline", "speedup"] == 1.0
     lm = compute_section(bundled_session, "better-lm", params)

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from numerics import assert_top1_saturation_within_ties
 
 from core.adapters_modal import load_modal, tiny_vit, tiny_whisper
 from core.analyses import topk_intervention as ti
@@ -56,7 +57,7 @@ def test_implant_before_the_last_block_gives_what_that_state_gives_through_it(ma
     late, donor, n_layers = 9, 3, session.adapter.n_layers
     vector = trace.resid[n_layers - 1, donor]  # after block L-2
     resid = implant_forward(session, ids, late, [(n_layers - 2, vector)])[0]
-    assert torch.equal(resid[n_layers - 1], vector)
+    assert torch.equal(resid[n_layers - 1], vector)  # exact: the implanted vector itself, copied, not recomputed
     torch.testing.assert_close(resid[:n_layers - 1], trace.resid[:n_layers - 1, late], atol=1e-5, rtol=1e-5)
 
     def edit(_module, _inputs, output):
@@ -102,8 +103,15 @@ def test_top1_saturation_read_from_the_top_equals_the_full_definition(make_sessi
     _, trace = _clean(session)
     sat, final = top1_saturation(session.adapter, trace.resid[1:], chunk=3)
     full = lens_top_ids(session.adapter, trace.resid[1:], 1)  # [layer, pos, 1]
+    # exact: same computation (reading from the top stops early but reads each layer in the same position tiles
+    # as lens_top_ids, core.stats.logit_lens_top_k), so it must give the full definition's answer bit for bit
     np.testing.assert_array_equal(sat, saturation_layers(slot_match_from_top_ids(full))[:, 0])
     np.testing.assert_array_equal(final, full[-1, :, 0])
+    # against a different computation (every layer in one call): up to near-ties of its logits
+    # (numerics.logit_tol); without near-ties the bounds are one layer, i.e. the definition's answer
+    with torch.no_grad():
+        reference = LogitLens(session.adapter).logits(trace.resid[1:], list(range(1, trace.n_layers + 1)))
+    assert_top1_saturation_within_ties(sat, final, reference)
     assert len(set(sat.tolist())) > 1  # the test means something: saturation differs between positions
 
 
@@ -152,6 +160,7 @@ def test_compute_intervention_on_a_tiny_model_is_consistent(make_session) -> Non
     frames = compute_intervention(session, texts, 0, config)
     pairs, offsets = frames["pairs"], frames["offsets"]
     assert len(pairs) > 0
+    # exact: same computation (columns of the same frame, one derived from the others)
     assert (pairs.success == (pairs.prediction_unchanged & (pairs.new_sat == pairs.implant_layer))).all()
     assert (pairs.implant_layer == pairs.e + pairs.offset).all() and pairs.implant_layer.between(0, 6).all()
     assert (pairs.s_late - pairs.e >= config.min_gap).all()
@@ -208,7 +217,7 @@ def test_whisper_runs_on_generated_audio_and_an_uploaded_wav() -> None:
 
 def test_generated_images_are_seeded() -> None:
     a, b = generated_images(6, 1), generated_images(6, 1)
-    assert all(np.array_equal(x[1], y[1]) for x, y in zip(a, b))
+    assert all(np.array_equal(x[1], y[1]) for x, y in zip(a, b))  # exact: same computation (same seed)
     assert not np.array_equal(a[0][1], generated_images(6, 2)[0][1])
     assert {name.split("-")[0] for name, _ in a} == {"gradient", "shapes", "noise"}
 
