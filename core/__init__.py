@@ -11,4 +11,4 @@ Usable from a notebook::
     stats = lens_stats(session, trace, LogitLens(session.adapter))
 """
 
-CORE_VERSION = "1"
+CORE_VERSION = "2"  # 2: lens rows in fixed position tiles, the last row = the model output (issue 11)
