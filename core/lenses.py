@@ -1,8 +1,9 @@
 """Lenses: how an intermediate residual state is read out as a next-token distribution.
 
 Every lens maps the residual stream (pre-norm, layer 0 = embeddings) of chosen layers at chosen
-positions to logits, ``[layer, pos, d_model] -> [layer, pos, vocab]``; :mod:`core.stats` calls it on
-chunks small enough for its memory budget and reduces each chunk at once.
+positions to logits, ``[layer, pos, d_model] -> [layer, pos, vocab]``; :mod:`core.stats` calls it in a fixed
+pattern of layer groups x position tiles (the same shapes however the results are used) and reduces each
+call's logits at once.
 
 * ``logit``  — nostalgebraist's logit lens: the final norm recomputed on each layer, then W_U.
 * ``tuned``  — Belrose et al.'s tuned lens (the ``tuned-lens`` package's ``TunedLens``): a learned

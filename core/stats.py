@@ -1,8 +1,8 @@
 """Chunked reductions of lens distributions over the vocabulary.
 
-Never holds layers x positions x vocabulary: positions are taken in fixed tiles and layers in chunks
-whose logits fit a memory budget, and only top-k, ranks, probabilities, entropy and KL are kept.
-Which rows are computed together never depends on the budget (see :data:`POS_TILE`), and the last
+Never holds layers x positions x vocabulary: positions are taken in fixed tiles and layers in fixed groups
+whose logits fit :data:`CALL_MB`, and only top-k, ranks, probabilities, entropy and KL are kept. Which rows
+are computed together is fixed by the model and the trace's length (:func:`layer_groups`), and the last
 layer's row of every lens is the model's output computed once (:func:`output_logits`).
 """
 
@@ -16,8 +16,6 @@ import torch
 
 from core.lenses import Lens, LogitLens
 from core.trace import ModelSession, Trace
-
-DEFAULT_BUDGET_MB = 256
 
 
 @dataclass(frozen=True)
@@ -55,15 +53,27 @@ class LensStats:
 
 
 POS_TILE = 128
-"""Positions per lens call. Fixed, never derived from the memory budget: each (layer, position) row's
-logits come from one call of the same shape however the rows are grouped for the reduction, so a rank or
-top-k id never depends on the budget. (A matrix product of another shape may round the last bits
-differently -- on some CPUs rows of a [1, d] and a [40, d] product differ -- and a near-tie then flips.)"""
+"""Positions per lens call."""
+CALL_MB = 64
+"""Logits of one lens call stay within this: [rows, vocab] float32, rows = a group of layers x a position tile."""
 
 
 def position_tiles(n_pos: int) -> list[slice]:
     """[0, T), [T, 2T), ... (T = :data:`POS_TILE`) over ``n_pos`` positions: a function of ``n_pos`` alone."""
     return [slice(p, min(n_pos, p + POS_TILE)) for p in range(0, n_pos, POS_TILE)]
+
+
+def layer_groups(n_layers: int, tile: int, vocab: int) -> list[list[int]]:
+    """Layers 0..n_layers-1 in consecutive groups of G = CALL_MB // (4 vocab tile) (at least 1), from 0 up.
+
+    The fixed call pattern: one lens call reads one group of layers at one position tile. It depends only on
+    the model (vocabulary), the number of layers and the tile, never on a memory budget or on which layers
+    were asked for, so a (layer, position) row's logits always come from a call of the same shape holding the
+    same rows. (A matrix product of another shape may round the last bits differently -- on some CPUs rows of
+    a [1, d] and a [40, d] product differ -- and a near-tie then flips a rank or a top-k id.)
+    """
+    size = max(1, CALL_MB * 2**20 // (4 * vocab * max(1, tile)))
+    return [list(range(s, min(n_layers, s + size))) for s in range(0, n_layers, size)]
 
 
 def _device_of(adapter) -> tuple[torch.device, torch.dtype]:
@@ -73,28 +83,21 @@ def _device_of(adapter) -> tuple[torch.device, torch.dtype]:
 
 @torch.no_grad()
 def output_logits(adapter, resid_last: torch.Tensor) -> torch.Tensor:
-    """[pos, d_model] last-layer (pre-norm) residual -> [pos, vocab] float32: the model's next-token logits.
+    """[..., d_model] pre-norm residual -> [..., vocab] float32 logits: the model's own final norm and unembedding.
 
-    THE final row of every lens: lens statistics, readouts and default targets all take it from here, so the
-    final layer's rank of its own top-1 is 1 by construction (whatever kernel computed it).
+    Called on the last layer's residual of a position tile it is the model's next-token output, and THE last
+    row of every lens: lens statistics and readouts take the default target and the last row from this one
+    tensor, so the final layer's rank of its own top-1 is 1 by construction (whatever kernel computed it).
     """
     device, dtype = _device_of(adapter)
     return adapter.unembed(adapter.final_norm(resid_last.to(device, dtype))).float()
 
 
 @torch.no_grad()
-def _lens_layer(adapter, lens: Lens, resid: torch.Tensor, layer: int) -> torch.Tensor:
-    """One lens call: [pos, d_model] residual of one layer -> [pos, vocab] float32 logits."""
+def _lens_call(adapter, lens: Lens, resid: torch.Tensor, layers: list[int]) -> torch.Tensor:
+    """One lens call: [layer, pos, d_model] residual of ``layers`` -> [layer, pos, vocab] float32 logits."""
     device, dtype = _device_of(adapter)
-    return lens.logits(resid[None].to(device, dtype), [layer])[0].float()
-
-
-@torch.no_grad()
-def _lens_position(adapter, lens: Lens, resid: torch.Tensor, layers: list[int]) -> torch.Tensor:
-    """One lens call for a lens that batches layers (patchscopes): [layer, d_model] states of one
-    position -> [layer, vocab] float32 logits."""
-    device, dtype = _device_of(adapter)
-    return lens.logits(resid[:, None].to(device, dtype), layers)[:, 0].float()
+    return lens.logits(resid.to(device, dtype), layers).float()
 
 
 def batches_layers(lens: Lens) -> bool:
@@ -106,18 +109,16 @@ def batches_layers(lens: Lens) -> bool:
 def readout_logits(adapter, lens: Lens, resid: torch.Tensor, final: torch.Tensor | None = None) -> torch.Tensor:
     """[layer+1, pos, d_model] residual of every layer at a few positions -> [layer+1, pos, vocab] float32.
 
-    Layers 0..L-1 through one call of ``lens``; the last row is ``final`` = :func:`output_logits` of the
-    last layer (pass it when already computed): every lens reads the model's own output there, the learned
-    lenses by definition, a patchscope because patching the last layer's state leaves only the final norm
-    and the unembedding to run. Depth and Extraction read here.
+    Layers 0..L-1 in the fixed :func:`layer_groups` calls (a patchscope: one call); the last row is ``final`` =
+    :func:`output_logits` of the last layer (pass it when already computed): every lens reads the model's own
+    output there, the learned lenses by definition, a patchscope because patching the last layer's state
+    leaves only the final norm and the unembedding to run. Depth and Extraction read here.
     """
-    n_res = resid.shape[0]
+    n_layers, n_pos = resid.shape[0] - 1, resid.shape[1]
     final = output_logits(adapter, resid[-1]) if final is None else final  # [pos, vocab]
-    if n_res == 1:
-        return final[None]
-    device, dtype = _device_of(adapter)
-    earlier = lens.logits(resid[:-1].to(device, dtype), list(range(n_res - 1))).float()  # [layer, pos, vocab]
-    return torch.cat([earlier, final[None]])
+    groups = [list(range(n_layers))] if batches_layers(lens) else layer_groups(n_layers, n_pos, final.shape[-1])
+    parts = [_lens_call(adapter, lens, resid[g], g) for g in groups if g]  # [layer, pos, vocab] each
+    return torch.cat(parts + [final[None]])
 
 
 @torch.no_grad()
@@ -126,19 +127,19 @@ def logit_lens_top_k(adapter, states: torch.Tensor, k: int,
     """[layer, pos, d_model] pre-norm states -> (int64 [layer, pos, k] logit-lens top-k ids, best first;
     float32 [layer, pos, k] their probabilities when ``with_probs``, else None).
 
-    One :func:`output_logits` call per layer and position tile, as in :func:`lens_stats`: a row's ids
-    never depend on which other rows were read, and the last layer's row is the model's output.
+    One :func:`output_logits` call per :func:`layer_groups` group and position tile: a row's ids never depend
+    on which other rows were read, and the last layer's row is read like the others.
     """
     n_layer, n_pos, _ = states.shape
     ids = np.zeros((n_layer, n_pos, k), np.int64)
     probs = np.zeros((n_layer, n_pos, k), np.float32) if with_probs else None
-    for layer in range(n_layer):
-        for ps in position_tiles(n_pos):
-            logits = output_logits(adapter, states[layer, ps])  # [pos, vocab]
+    for ps in position_tiles(n_pos):
+        for group in layer_groups(n_layer, ps.stop - ps.start, adapter.d_vocab):
+            logits = output_logits(adapter, states[group, ps])  # [layer, pos, vocab]
             top = logits.topk(k, dim=-1)
-            ids[layer, ps] = top.indices.cpu().numpy()
+            ids[group, ps] = top.indices.cpu().numpy()
             if probs is not None:
-                probs[layer, ps] = (top.values - torch.logsumexp(logits, -1, keepdim=True)).exp().cpu().numpy()
+                probs[group, ps] = (top.values - torch.logsumexp(logits, -1, keepdim=True)).exp().cpu().numpy()
     return ids, probs
 
 
@@ -149,14 +150,14 @@ def lens_stats(
     top_k: int = 10,
     targets: Sequence[int] | None = None,
     layers: Sequence[int] | None = None,
-    budget_mb: float = DEFAULT_BUDGET_MB,
 ) -> LensStats:
     """Reduce ``lens`` over ``layers`` (default all, 0 = embeddings) x every position of ``trace``.
 
     Positions go in fixed tiles of :data:`POS_TILE`; in each, the model's output is computed once
-    (:func:`output_logits`): it is the last layer's row of every lens and its argmax the default target.
-    Each other layer is one lens call over the tile (a patchscope: one call per position over all layers);
-    ``budget_mb`` only decides how many of those rows are reduced together (at least one tile's worth).
+    (:func:`output_logits`): it is the last layer's row of every lens and its argmax the default target. The
+    other layers are read in the fixed :func:`layer_groups` calls (whole groups, also when only some of their
+    layers were asked for; a patchscope: one call per position over the layers asked for) and each call's
+    rows are reduced at once, so at most one call's logits (:data:`CALL_MB`, x ~4 scratch) live at a time.
     """
     adapter = session.adapter
     lens = lens or LogitLens(adapter)
@@ -171,7 +172,6 @@ def lens_stats(
         raise ValueError("Give at least one target token, or None for the final top-1.")
     if targets is not None and not all(0 <= int(t) < vocab for t in targets):
         raise ValueError(f"Target token ids must lie in 0..{vocab - 1}.")
-    budget_rows = max(1, int(budget_mb * 2**20) // (vocab * 4 * 4))  # [vocab] rows: ~4 live tensors
     out = _empty(len(layers), n_pos, top_k, n_t)
     next_ids = torch.cat([trace.input_ids[1:], torch.tensor([-1])])  # [pos]
     for ps in position_tiles(n_pos):
@@ -184,39 +184,35 @@ def lens_stats(
         final_log_s = final_p.sum(-1).log()  # [pos]
         final_p /= final_log_s.exp()[:, None]  # [pos, vocab] the output distribution
         reference = (final_z, final_p, final_log_s)
-        for rows, sub, logits in _tile_chunks(adapter, lens, trace.resid, layers, ps, final, budget_rows):
+        for rows, sub, logits in _tile_chunks(adapter, lens, trace.resid, layers, ps, final):
             at = slice(sub.start - ps.start, sub.stop - ps.start)  # the chunk's positions within the tile
             _reduce_into(out, rows, sub, logits, tuple(x[at] for x in reference), target[at], next_ids[sub])
             del logits
     return LensStats(lens=lens.name, layers=np.asarray(layers), **out)
 
 
-def _tile_chunks(adapter, lens: Lens, resid: torch.Tensor, layers: list[int], ps: slice, final: torch.Tensor,
-                 budget_rows: int):
-    """Yield (rows of ``layers``, positions, [layer, pos, vocab] logits) chunks of one position tile.
-
-    The final layer's rows are ``final`` itself; every other row comes from the fixed call pattern above.
-    """
+def _tile_chunks(adapter, lens: Lens, resid: torch.Tensor, layers: list[int], ps: slice, final: torch.Tensor):
+    """Yield (rows of ``layers``, positions, [layer, pos, vocab] logits) for one position tile, one lens call
+    at a time; the final layer's row is a copy of ``final`` (the reduction overwrites what it is given)."""
     last = resid.shape[0] - 1
-    n = ps.stop - ps.start
+    row_of = {layer: i for i, layer in enumerate(layers)}
+    earlier = [layer for layer in layers if layer != last]
     if batches_layers(lens):
-        earlier = [layer for layer in layers if layer != last]
         for p in range(ps.start, ps.stop):
-            logits = torch.empty(len(layers), 1, final.shape[-1], device=final.device)
             if earlier:
-                logits[[layers.index(x) for x in earlier], 0] = _lens_position(adapter, lens, resid[earlier, p],
-                                                                                earlier)
-            if last in layers:
-                logits[layers.index(last), 0] = final[p - ps.start]
-            yield slice(0, len(layers)), slice(p, p + 1), logits
-        return
-    per_chunk = max(1, budget_rows // n)
-    for start in range(0, len(layers), per_chunk):
-        chunk = layers[start:start + per_chunk]
-        logits = torch.empty(len(chunk), n, final.shape[-1], device=final.device)
-        for i, layer in enumerate(chunk):
-            logits[i] = final if layer == last else _lens_layer(adapter, lens, resid[layer, ps], layer)
-        yield slice(start, start + len(chunk)), ps, logits
+                logits = _lens_call(adapter, lens, resid[earlier, p:p + 1], earlier)  # [layer, 1, vocab]
+                yield slice(row_of[earlier[0]], row_of[earlier[-1]] + 1), slice(p, p + 1), logits
+    else:
+        for group in layer_groups(last, ps.stop - ps.start, final.shape[-1]):
+            wanted = [layer for layer in group if layer in row_of]
+            if not wanted:
+                continue
+            logits = _lens_call(adapter, lens, resid[group, ps], group)  # [group, pos, vocab]
+            if len(wanted) < len(group):
+                logits = logits[[layer - group[0] for layer in wanted]]
+            yield slice(row_of[wanted[0]], row_of[wanted[-1]] + 1), ps, logits
+    if last in row_of:
+        yield slice(row_of[last], row_of[last] + 1), ps, final.clone()[None]
 
 
 def _empty(n_layer: int, n_pos: int, k: int, n_t: int) -> dict[str, np.ndarray]:

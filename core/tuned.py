@@ -78,13 +78,9 @@ class TunedLens:
 
     def logits(self, resid: torch.Tensor, layers: Sequence[int]) -> torch.Tensor:
         adapter, n = self.session.adapter, self.session.adapter.n_layers
-        rows = []
-        for i, layer in enumerate(layers):
-            h = resid[i]
-            if layer < n:
-                h = self.lens.transform_hidden(h, int(layer))
-            rows.append(adapter.unembed(adapter.final_norm(h)))
-        return torch.stack(rows)  # [layer, pos, vocab]
+        hidden = torch.stack([self.lens.transform_hidden(resid[i], int(layer)) if layer < n else resid[i]
+                              for i, layer in enumerate(layers)])  # [layer, pos, d_model]
+        return adapter.unembed(adapter.final_norm(hidden))  # [layer, pos, vocab]: one product for the call
 
 
 class AffineLens:
@@ -106,15 +102,14 @@ class AffineLens:
 
     def logits(self, resid: torch.Tensor, layers: Sequence[int]) -> torch.Tensor:
         adapter, n = self.session.adapter, self.session.adapter.n_layers
-        rows = []
+        normed = []  # what W_U reads, per layer: [pos, d_model]
         for i, layer in enumerate(layers):
-            h = resid[i]  # [pos, d_model]
+            h = resid[i]
             if layer < n:
-                ones = torch.ones_like(h[..., :1])
-                rows.append(adapter.unembed(torch.cat([h, ones], -1) @ self.maps[layer].to(h)))
+                normed.append(torch.cat([h, torch.ones_like(h[..., :1])], -1) @ self.maps[layer].to(h))
             else:
-                rows.append(adapter.unembed(adapter.final_norm(h)))
-        return torch.stack(rows)
+                normed.append(adapter.final_norm(h))
+        return adapter.unembed(torch.stack(normed))  # [layer, pos, vocab]: one product for the call
 
 
 @dataclass

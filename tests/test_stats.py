@@ -47,10 +47,11 @@ def reference(session: ModelSession, trace: Trace, layers: Sequence[int]) -> Ref
 
 
 def assert_matches_reference(stats: LensStats, ref: Reference, trace: Trace, targets: np.ndarray | None,
-                             top_k: int) -> None:
+                             top_k: int, tight: float = 0.9) -> None:
     """Every statistic equals the unchunked reference: values within tolerance, ids and ranks up to near-ties.
 
     ``targets`` None: the default targets, which must be the final layer's top-1 (up to near-ties).
+    ``tight``: the share of ranks that the near-tie bounds must pin exactly (so the rank check has teeth).
     """
     probs = ref.logp.exp()  # [layer, pos, vocab]
     n_layer, n_pos, vocab = probs.shape
@@ -78,7 +79,7 @@ def assert_matches_reference(stats: LensStats, ref: Reference, trace: Trace, tar
     np.testing.assert_allclose(stats.target_prob, t_logp.exp().numpy(), rtol=1e-3, atol=1e-6)
     assert_ranks_within_ties(stats.target_rank, ref.logits, t_idx)
     lo, hi = rank_bounds(ref.logits, t_idx)
-    assert (lo == hi).float().mean() > 0.9  # the bounds are tight almost everywhere
+    assert (lo == hi).float().mean() > tight  # the bounds pin most ranks exactly
     # next-token cross-entropy
     nxt = trace.input_ids[1:]
     ce = -ref.logp[:, :-1].gather(-1, nxt[None, :, None].expand(n_layer, -1, 1))[..., 0]
@@ -94,13 +95,17 @@ def llama_session(make_session: SessionFactory) -> ModelSession:
 @pytest.fixture(scope="module")
 def long_trace(llama_session: ModelSession) -> Trace:
     trace = llama_session.trace(LONG_PROMPT)
-    assert trace.n_pos > 64  # more than one position chunk at the default budget
     return trace
 
 
-@pytest.mark.parametrize("budget_mb", [0, 0.05, 1, 256])
-def test_default_targets_match_reference(llama_session: ModelSession, long_trace: Trace, budget_mb: float) -> None:
-    stats = lens_stats(llama_session, long_trace, top_k=7, budget_mb=budget_mb)
+@pytest.mark.parametrize(("call_mb", "tile"), [(0, 16), (0.05, 128), (1, 16), (64, 128)])
+def test_default_targets_match_reference(llama_session: ModelSession, long_trace: Trace, monkeypatch: pytest.MonkeyPatch,
+                                         call_mb: float, tile: int) -> None:
+    """Any call size (one layer per call at 0) and position tile (16: several tiles) gives the reference."""
+    monkeypatch.setattr(core.stats, "CALL_MB", call_mb)
+    monkeypatch.setattr(core.stats, "POS_TILE", tile)
+    assert len(core.stats.position_tiles(long_trace.n_pos)) > (1 if tile == 16 else 0)
+    stats = lens_stats(llama_session, long_trace, top_k=7)
     layers = list(range(long_trace.n_layers + 1))
     ref = reference(llama_session, long_trace, layers)
     assert stats.layers.tolist() == layers and stats.lens == "logit"
@@ -113,11 +118,13 @@ def test_default_targets_match_reference(llama_session: ModelSession, long_trace
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "gpt_neox", "opt"])
-@pytest.mark.parametrize("budget_mb", [0, 256])
-def test_other_families_match_reference(make_session: SessionFactory, arch: str, budget_mb: int) -> None:
+@pytest.mark.parametrize("call_mb", [0, 64])
+def test_other_families_match_reference(make_session: SessionFactory, monkeypatch: pytest.MonkeyPatch, arch: str,
+                                        call_mb: int) -> None:
+    monkeypatch.setattr(core.stats, "CALL_MB", call_mb)
     session = make_session(arch)
     trace = session.trace("The capital of Italy is Rome, and the capital of Spain is")
-    stats = lens_stats(session, trace, top_k=4, budget_mb=budget_mb)
+    stats = lens_stats(session, trace, top_k=4)
     ref = reference(session, trace, range(trace.n_layers + 1))
     assert_matches_reference(stats, ref, trace, None, top_k=4)
     assert (stats.target_rank[-1] == 1).all()  # exact: target and last row are the same logits
@@ -127,7 +134,7 @@ def test_explicit_targets_and_layer_subset(llama_session: ModelSession, long_tra
     tok = llama_session.tokenizer
     targets = [tok(" Paris", add_special_tokens=False).input_ids[0], 5, llama_session.adapter.d_vocab - 1]
     layers = [3, 0, 2, 2]
-    stats = lens_stats(llama_session, long_trace, top_k=3, targets=targets, layers=layers, budget_mb=0.05)
+    stats = lens_stats(llama_session, long_trace, top_k=3, targets=targets, layers=layers)
     assert stats.layers.tolist() == [0, 2, 3]
     assert stats.layer_row(2) == 1
     with pytest.raises(ValueError, match="not computed"):
@@ -181,11 +188,11 @@ BigVocabCase = tuple[ModelSession, Trace, LensStats]
 
 @pytest.fixture(scope="module")
 def big_vocab_case(make_session: SessionFactory) -> BigVocabCase:
-    """A tiny model with a 50k vocabulary fed ids directly, its trace and its stats in one chunk."""
+    """A tiny model with a 50k vocabulary fed ids directly, its trace and its stats (default call size)."""
     session = make_session("llama", vocab_size=BIG_VOCAB, num_hidden_layers=4)
     ids = torch.randint(0, BIG_VOCAB, (40,), generator=torch.Generator().manual_seed(1))
     trace = session.trace(ids)
-    return session, trace, lens_stats(session, trace, top_k=5, budget_mb=10_000)
+    return session, trace, lens_stats(session, trace, top_k=5)
 
 
 @dataclass
@@ -214,39 +221,50 @@ def _spy(monkeypatch: pytest.MonkeyPatch, session: ModelSession) -> Spy:
     return spy
 
 
-@pytest.mark.parametrize("budget_mb", [0, 4, 16])
-def test_memory_stays_within_budget(big_vocab_case: BigVocabCase, monkeypatch: pytest.MonkeyPatch,
-                                    budget_mb: int) -> None:
+@pytest.mark.parametrize("call_mb", [0, 4, 16])
+def test_memory_stays_within_the_call_size(big_vocab_case: BigVocabCase, monkeypatch: pytest.MonkeyPatch,
+                                           call_mb: int) -> None:
     session, trace, whole = big_vocab_case
     full = (trace.n_layers + 1) * trace.n_pos * BIG_VOCAB  # 5 x 40 x 50000 = 10M floats
-    budget_elems = budget_mb * 2**20 // 16  # ~4 live float32 [.., vocab] tensors per chunk
-    assert full > budget_elems
+    call_elems = call_mb * 2**20 // 4  # float32 logits of one call
+    assert full > call_elems
     tile = min(trace.n_pos, core.stats.POS_TILE)
+    monkeypatch.setattr(core.stats, "CALL_MB", call_mb)
     spy = _spy(monkeypatch, session)
-    stats = lens_stats(session, trace, top_k=5, budget_mb=budget_mb)
+    stats = lens_stats(session, trace, top_k=5)
     assert spy.chunks and all(s[-1] == BIG_VOCAB for s in spy.chunks)
     numels = [int(np.prod(s)) for s in spy.chunks]
-    assert max(numels) <= max(budget_elems, tile * BIG_VOCAB)  # one layer of one position tile is the floor
+    assert max(numels) <= max(call_elems, tile * BIG_VOCAB)  # one layer of one position tile is the floor
     assert full not in numels
-    # every (layer, position) row was unembedded exactly once (the final layer's rows serve as the target too),
-    # each call one layer of one position tile, whatever the budget
+    # every (layer, position) row was unembedded exactly once (the final layer's rows serve as the target too)
     assert sum(rows for rows, _ in spy.calls) == (trace.n_layers + 1) * trace.n_pos
-    assert {rows for rows, _ in spy.calls} == {tile}
-    # chunking changes nothing. exact: every row comes from the same call of the same shape as in `whole`
-    for name in ("top_ids", "target_ids", "target_rank"):
-        assert np.array_equal(getattr(stats, name), getattr(whole, name)), name
-    # the reductions' sums run over other chunk shapes: float tolerance
+    assert max(rows for rows, _ in spy.calls) * BIG_VOCAB <= max(call_elems, tile * BIG_VOCAB)
+    # another call size is another computation: ids and ranks up to near-ties, values within tolerance
+    ref = reference(session, trace, range(trace.n_layers + 1))
+    # 50,000 random logits of one scale crowd each other: the bounds pin 70 % of these ranks (measured)
+    assert_matches_reference(stats, ref, trace, None, top_k=5, tight=0.6)
     for name in ("top_probs", "entropy", "kl_to_final", "target_prob", "next_token_ce"):
-        np.testing.assert_allclose(getattr(stats, name), getattr(whole, name), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(getattr(stats, name), getattr(whole, name), rtol=1e-4, atol=1e-6)
+    assert (stats.target_rank[-1] == 1).all()  # exact: by construction
 
 
-def test_memory_spy_sees_a_whole_tensor_when_the_budget_allows(big_vocab_case: BigVocabCase,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    """The spy is not blind: with a huge budget the single chunk is layers x positions x vocab."""
+def test_memory_spy_sees_a_whole_tensor_when_the_call_size_allows(big_vocab_case: BigVocabCase,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The spy is not blind: with a huge call size one call reads every earlier layer x position."""
     session, trace, _ = big_vocab_case
+    monkeypatch.setattr(core.stats, "CALL_MB", 10_000)
     spy = _spy(monkeypatch, session)
-    lens_stats(session, trace, top_k=5, budget_mb=10_000)
-    assert spy.chunks == [(trace.n_layers + 1, trace.n_pos, BIG_VOCAB)]
+    lens_stats(session, trace, top_k=5)
+    assert spy.chunks == [(trace.n_layers, trace.n_pos, BIG_VOCAB), (1, trace.n_pos, BIG_VOCAB)]
+
+
+def test_rows_do_not_depend_on_the_layers_asked_for(big_vocab_case: BigVocabCase) -> None:
+    """A layer subset reads whole groups: its rows are the full run's rows (exact: the same calls)."""
+    session, trace, whole = big_vocab_case
+    subset = [1, 3, 4]
+    stats = lens_stats(session, trace, top_k=5, layers=subset)
+    for name in ("top_ids", "target_rank", "top_probs", "entropy", "kl_to_final"):
+        assert np.array_equal(getattr(stats, name), getattr(whole, name)[subset]), name
 
 
 def _shape_sensitive_unembed(monkeypatch: pytest.MonkeyPatch, session: ModelSession, scale: float) -> None:
@@ -264,22 +282,24 @@ def _shape_sensitive_unembed(monkeypatch: pytest.MonkeyPatch, session: ModelSess
     monkeypatch.setattr(session.adapter, "unembed", unembed)
 
 
-@pytest.mark.parametrize("tile", [16, 128])
-def test_ranks_do_not_depend_on_chunking_under_a_shape_sensitive_kernel(
-        big_vocab_case: BigVocabCase, monkeypatch: pytest.MonkeyPatch, tile: int) -> None:
-    """The root cause of the Intel failure, reproduced on any CPU: targets and ranks must not change with the
-    budget, and the final layer's rank of its own top-1 is exactly 1, even when every matrix-product shape
-    rounds differently. (The previous code took the target from a separate final-layer product: here its
-    budget-0 and whole runs disagreed on ranks and its final rank was not always 1.)"""
+@pytest.mark.parametrize(("call_mb", "tile"), [(0, 16), (1, 16), (64, 16), (64, 128)])
+def test_final_rank_and_subsets_under_a_shape_sensitive_kernel(
+        big_vocab_case: BigVocabCase, monkeypatch: pytest.MonkeyPatch, call_mb: int, tile: int) -> None:
+    """The root cause of the Intel failure, reproduced on any CPU: the final layer's rank of its own top-1 is
+    exactly 1, and rows do not change with the layers asked for, even when every matrix-product shape rounds
+    differently. (The previous code took the target from a separate final-layer product of another shape:
+    under this kernel its final ranks were not all 1 and its ranks changed with the memory budget.)"""
     session, trace, _ = big_vocab_case
     monkeypatch.setattr(core.stats, "POS_TILE", tile)  # 16: three position tiles over 40 positions
+    monkeypatch.setattr(core.stats, "CALL_MB", call_mb)
     _shape_sensitive_unembed(monkeypatch, session, scale=0.5)
-    runs = {b: lens_stats(session, trace, top_k=5, budget_mb=b) for b in (0, 1, 4, 10_000)}
-    for budget, stats in runs.items():
-        assert (stats.target_rank[-1] == 1).all(), budget  # exact: by construction
-        assert np.abs(stats.kl_to_final[-1]).max() < 1e-5
-        for name in ("top_ids", "target_ids", "target_rank"):  # exact: same calls, same shapes
-            assert np.array_equal(getattr(stats, name), getattr(runs[0], name)), (budget, name)
+    stats = lens_stats(session, trace, top_k=5)
+    assert (stats.target_rank[-1] == 1).all()  # exact: by construction
+    assert np.abs(stats.kl_to_final[-1]).max() < 1e-5
+    subset = lens_stats(session, trace, top_k=5, layers=[0, 2, 4])
+    for name in ("top_ids", "target_ids", "target_rank"):  # exact: same calls, same shapes
+        assert np.array_equal(getattr(subset, name), getattr(stats, name)[[0, 2, 4]] if name != "target_ids"
+                              else stats.target_ids), name
 
 
 def test_the_shape_sensitive_kernel_does_flip_near_ties(big_vocab_case: BigVocabCase,

@@ -13,6 +13,7 @@ import pytest
 import torch
 from numerics import assert_top1_saturation_within_ties
 
+import core.stats
 from core.adapters_modal import load_modal, tiny_vit, tiny_whisper
 from core.analyses import topk_intervention as ti
 from core.analyses.topk import saturation_layers, slot_match_from_top_ids
@@ -98,10 +99,12 @@ def test_implant_layers_outside_the_model_are_refused_or_skipped(make_session) -
 
 
 # -- saturation and pairs ----------------------------------------------------------------------------------------
-def test_top1_saturation_read_from_the_top_equals_the_full_definition(make_session) -> None:
+@pytest.mark.parametrize("call_mb", [0, 64])  # 0: one layer per call, so the reading really stops early
+def test_top1_saturation_read_from_the_top_equals_the_full_definition(make_session, monkeypatch, call_mb) -> None:
+    monkeypatch.setattr(core.stats, "CALL_MB", call_mb)
     session = make_session("llama", seed=3, num_hidden_layers=8)
     _, trace = _clean(session)
-    sat, final = top1_saturation(session.adapter, trace.resid[1:], chunk=3)
+    sat, final = top1_saturation(session.adapter, trace.resid[1:])
     full = lens_top_ids(session.adapter, trace.resid[1:], 1)  # [layer, pos, 1]
     # exact: same computation (reading from the top stops early but reads each layer in the same position tiles
     # as lens_top_ids, core.stats.logit_lens_top_k), so it must give the full definition's answer bit for bit

@@ -30,7 +30,7 @@ import torch
 
 from core.analyses.topk import saturation_layers, slot_match_from_top_ids
 from core.progress import Progress, no_progress
-from core.stats import logit_lens_top_k, position_tiles
+from core.stats import layer_groups, logit_lens_top_k, position_tiles
 from core.trace import ModelSession
 
 # The paper's constants for GPT2-XL (L = 48): pairs >= 10 layers apart, both saturating at >= 10, <= 30 tokens
@@ -82,28 +82,26 @@ def lens_top_ids(adapter, states: torch.Tensor, k: int) -> np.ndarray:
     return logit_lens_top_k(adapter, states, k)[0]
 
 
-def top1_saturation(adapter, blocks_out: torch.Tensor, chunk: int = 4) -> tuple[np.ndarray, np.ndarray]:
+def top1_saturation(adapter, blocks_out: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """[layer, pos, d_model] block outputs (l0 = 0..L-1, pre-norm) -> (int [pos] top-1 saturation layer,
     int [pos] final top-1 id).
 
-    Reads layers from the last one down, ``chunk`` at a time, and stops, per position, after the first layer
-    whose top-1 differs from the final one (the definition only needs the trailing run). Each layer is read
-    in whole position tiles (tiles with no undecided position are skipped), so a row's top-1 never depends on
-    which other positions were still undecided. Layers never read hold -1 (a mismatch), so
-    :func:`core.analyses.topk.saturation_layers` gives exactly the definition's answer.
+    Reads the fixed layer groups of :func:`core.stats.layer_groups` from the last one down and stops, per
+    position, after the first layer whose top-1 differs from the final one (the definition only needs the
+    trailing run). Each position tile stops on its own, reading whole groups by the same calls as
+    :func:`lens_top_ids`, so the ids are those of reading every layer. Layers never read
+    hold -1 (a mismatch), so :func:`core.analyses.topk.saturation_layers` gives exactly the definition's answer.
     """
     n_layer, n_pos, _ = blocks_out.shape
     top = np.full((n_layer, n_pos, 1), -1, np.int64)
-    active = np.ones(n_pos, bool)
-    for stop in range(n_layer, 0, -chunk):
-        layers = list(range(max(0, stop - chunk), stop))
-        for ps in position_tiles(n_pos):
-            if active[ps].any():
-                read = lens_top_ids(adapter, blocks_out[layers, ps], 1)  # [layer, tile, 1]
-                top[layers[0]:stop, ps] = np.where(active[ps][None, :, None], read, -1)
-        active &= (top[layers[0]:stop, :, 0] == top[-1, :, 0]).all(0)
-        if not active.any():
-            break
+    for ps in position_tiles(n_pos):
+        active = np.ones(ps.stop - ps.start, bool)  # positions of this tile still held since the last layer
+        for group in reversed(layer_groups(n_layer, ps.stop - ps.start, adapter.d_vocab)):
+            read = lens_top_ids(adapter, blocks_out[group, ps], 1)  # [group, tile, 1]
+            top[group, ps] = np.where(active[None, :, None], read, -1)
+            active &= (top[group, ps, 0] == top[-1, ps, 0]).all(0)
+            if not active.any():
+                break
     sat = saturation_layers(slot_match_from_top_ids(top))[:, 0]
     return sat, top[-1, :, 0]
 
