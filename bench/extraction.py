@@ -15,17 +15,14 @@ import argparse
 import logging
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from core.analyses.extraction import extraction_rows, pick_positions  # noqa: E402
-from core.data import corpus_texts, evaluation_texts, sample_texts  # noqa: E402
-from core.lenses import Patchscope, identity_patchscope, question_patchscope  # noqa: E402
-from core.models import ModelSpec  # noqa: E402
-from core.trace import ModelSession  # noqa: E402
+from core.analyses.extraction import extraction_rows, pick_positions
+from core.data import corpus_texts, evaluation_texts, sample_texts
+from core.lenses import Patchscope, identity_patchscope, question_patchscope
+from core.models import ModelSpec
+from core.trace import ModelSession
 
 log = logging.getLogger("bench.extraction")
 

@@ -35,7 +35,6 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 WIKI = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 TUNED_LENS_MAX_BYTES = 20 * 2**30  # address-space guard: fail with MemoryError, not the OOM killer
 RTOL, ATOL = 1e-3, 1e-4  # agreement of entropy / KL / CE / max prob (ATOL for values near 0, e.g. KL)

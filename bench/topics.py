@@ -16,19 +16,16 @@ import logging
 import os
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from core.analyses.topics import TopicParams  # noqa: E402
-from core.analyses.topics_corpus import corpus_documents, count_corpus, npmi_matrix  # noqa: E402
-from core.analyses.topics_solve import best_topic, star_heuristic  # noqa: E402
-from core.analyses.topics_tasks import _scan, prepare  # noqa: E402
-from core.analyses.topics_vocab import extremes, pool_from  # noqa: E402
-from core.models import ModelSpec  # noqa: E402
-from core.trace import ModelSession  # noqa: E402
+from core.analyses.topics import TopicParams
+from core.analyses.topics_corpus import corpus_documents, count_corpus, npmi_matrix
+from core.analyses.topics_solve import best_topic, star_heuristic
+from core.analyses.topics_tasks import _scan, prepare
+from core.analyses.topics_vocab import extremes, pool_from
+from core.models import ModelSpec
+from core.trace import ModelSession
 
 log = logging.getLogger("bench.topics")
 

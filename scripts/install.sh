@@ -9,12 +9,15 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 stamp=.venv/.layerscope-installed
-want=$(cat requirements.txt requirements-nodeps.txt | sha256sum | cut -d' ' -f1)
+want=$(cat requirements.txt requirements-nodeps.txt pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q torch==2.13.0
   .venv/bin/python -m pip install -q -r requirements.txt
   .venv/bin/python -m pip install -q --no-deps -r requirements-nodeps.txt
+  # core/ and ui/ importable from anywhere (tests, bench, AppTest scripts) without sys.path edits
+  .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e . 2>.venv/editable.log \
+    || { cat .venv/editable.log; exit 1; }
   echo "$want" >"$stamp"
 fi
 if [ "${1:-}" = "--test" ] && [ ! -x /usr/bin/chromium ]; then

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +18,6 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # `streamlit run` puts the app folder on sys.path; AppTest of a page does not
-    sys.path.insert(0, str(ROOT))
 
 HOME = ROOT / "app.py"
 LENS = ROOT / "pages" / "1_Lens.py"
@@ -30,7 +27,7 @@ TIMEOUT = 180
 
 pytestmark = pytest.mark.integration  # every page loads the bundled model
 
-from ui.format import show_token  # noqa: E402  (after the sys.path line)
+from ui.format import show_token
 
 PARIS = show_token(" Paris")
 

@@ -3,7 +3,6 @@ controls round-trip through the URL."""
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
@@ -11,8 +10,6 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 PAGE = ROOT / "pages" / "4_Top-k_order.py"
 SECTIONS = ("saturation", "baseline", "probing", "early-exit", "better-lm")

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import copy
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,18 +13,15 @@ import pytest
 import torch
 from numerics import assert_top1_within_ties
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from core.analyses import attention_mlp as amlp  # noqa: E402
-from core.analyses.attention_mlp_heads import (active_sigma, active_top_k, context_dependent,  # noqa: E402
+from core.analyses import attention_mlp as amlp
+from core.analyses.attention_mlp_heads import (active_sigma, active_top_k, context_dependent,
                                                context_share, decompose, ks_tests, neuron_input)
-from core.analyses.attention_mlp_pass import (ablated_token_probs, bos_prefix, content_ids,  # noqa: E402
+from core.analyses.attention_mlp_pass import (ablated_token_probs, bos_prefix, content_ids,
                                               neuron_acts, neuron_preacts)
-from core.analyses.attention_mlp_run import HeadParams, compute_heads  # noqa: E402
-from core.models import ModelSpec  # noqa: E402
-from core.trace import ModelSession  # noqa: E402
+from core.analyses.attention_mlp_run import HeadParams, compute_heads
+from core.models import ModelSpec
+from core.trace import ModelSession
+
 
 PROMPT = "The capital of Italy is Rome, and the capital of Spain is Madrid."
 DECOMPOSED_ARCHS = ("gpt2", "llama", "qwen2", "gpt_neox", "gptj", "opt")

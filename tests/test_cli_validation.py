@@ -25,8 +25,6 @@ import pytest
 from core import validate
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 FAST_S = 10.0  # measured 0.1-0.9 s; torch import alone is 4-5 s, a model load 15-25 s
 BUNDLED_CONFIG = ROOT / "cache" / "models" / validate.BUNDLED_DIR / "config.json"
 TINY = {"model_type": "llama", "num_hidden_layers": 4, "hidden_size": 48, "intermediate_size": 96,

@@ -6,26 +6,22 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from core.analyses.topics import TopicParams  # noqa: E402
-from core.analyses.topics_corpus import (  # noqa: E402
+from core.analyses.topics import TopicParams
+from core.analyses.topics_corpus import (
     corpus_counts, count_corpus, folder_documents, npmi_matrix, pair_count_matrix,
 )
-from core.analyses.topics_solve import best_topic, coherence, star_heuristic  # noqa: E402
-from core.analyses.topics_vocab import WordMap, pool_from, random_extremes, vocab_logits  # noqa: E402
-
+from core.analyses.topics_solve import best_topic, coherence, star_heuristic
+from core.analyses.topics_vocab import WordMap, pool_from, random_extremes, vocab_logits
 
 # -- exact topics -------------------------------------------------------------------------------------
+
+
 def _random_graph(n: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     w = rng.uniform(-0.5, 0.6, (n, n))

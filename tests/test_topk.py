@@ -5,7 +5,6 @@ the early-exit bookkeeping, a tiny random-init model, then every text section on
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,16 +12,12 @@ import pytest
 import torch
 from numerics import assert_top_k_within_ties
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from core.analyses.topk import (  # noqa: E402
+from core.analyses.topk import (
     Probe, balanced_cells, evaluate_probe, keep_mask, permutation_test, probe_dataset, random_feature_control,
     rank_order_table, saturation_layers, saturation_order, slot_match_from_top_ids, strict_kendall_tau,
     task_labels, two_proportion_z,
 )
-from core.analyses.topk_exit import ExitInputs, better_lm_frames, exit_layers, exit_points, first_exit  # noqa: E402
+from core.analyses.topk_exit import ExitInputs, better_lm_frames, exit_layers, exit_points, first_exit
 
 
 def _ids(columns: list[list[int]]) -> np.ndarray:
