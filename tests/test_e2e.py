@@ -164,17 +164,22 @@ def wait_until_ran(tab) -> None:
     """Wait until the script has run to its end: not running, no status widget, content (or an error) shown."""
     app = tab.locator('[data-testid="stApp"]')
     app.wait_for(state="attached", timeout=PAGE_RUN_MS)
-    tab.wait_for_function(
-        """() => {
-            const app = document.querySelector('[data-testid="stApp"]');
-            return app && app.getAttribute('data-test-script-state') === 'notRunning'
-                && !document.querySelector('[data-testid="stStatusWidget"]')
-                && document.querySelector(
-                    '[data-testid="stMain"] :is(h1, [data-testid="stAlertContainer"], [data-testid="stException"])');
-        }""",
-        timeout=PAGE_RUN_MS, polling=250,
-    )
-    tab.wait_for_timeout(1500)  # let Vega charts finish drawing
+    # A page whose background job finishes reruns itself (ui.jobs polls and calls st.rerun): wait again
+    # until it stays idle through the pause, a bounded number of times.
+    for _ in range(5):
+        tab.wait_for_function(
+            """() => {
+                const app = document.querySelector('[data-testid="stApp"]');
+                return app && app.getAttribute('data-test-script-state') === 'notRunning'
+                    && !document.querySelector('[data-testid="stStatusWidget"]')
+                    && document.querySelector(
+                        '[data-testid="stMain"] :is(h1, [data-testid="stAlertContainer"], [data-testid="stException"])');
+            }""",
+            timeout=PAGE_RUN_MS, polling=250,
+        )
+        tab.wait_for_timeout(1500)  # let Vega charts finish drawing
+        if app.get_attribute("data-test-script-state") == "notRunning":
+            break
     assert app.get_attribute("data-test-script-state") == "notRunning"
 
 
