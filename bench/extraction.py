@@ -20,9 +20,9 @@ import torch
 
 from core.analyses.extraction import extraction_rows, pick_positions
 from core.data import corpus_texts, evaluation_texts, sample_texts
-from core.lenses import Patchscope, identity_patchscope, question_patchscope
-from core.models import ModelSpec
-from core.trace import ModelSession
+from core.lenses.patchscope import Patchscope, identity_patchscope, question_patchscope
+from core.model.loading import ModelSpec
+from core.model.session import ModelSession
 
 log = logging.getLogger("bench.extraction")
 

@@ -9,7 +9,7 @@ and its five statistic methods, labels included as the library computes them whe
 and read the process's peak RSS (VmHWM).
 
 Rank targets: tuned-lens takes one target array ([pos]) for both ``rank`` and ``cross_entropy``, so the
-timed tuned-lens run ranks the next token; ``core.stats.lens_stats`` takes position-independent targets
+timed tuned-lens run ranks the next token; ``core.lenses.stats.lens_stats`` takes position-independent targets
 (or None: the final layer's top-1), so Layerscope ranks the final top-1. The work is the same; the
 agreement check compares ranks with tuned-lens's targets set to the final top-1.
 
@@ -78,8 +78,8 @@ def _session() -> Any:
     import torch
     from transformers.utils import logging as hf_logging
 
-    from core.models import ModelSpec
-    from core.trace import ModelSession
+    from core.model.loading import ModelSpec
+    from core.model.session import ModelSession
 
     hf_logging.disable_progress_bar()
     torch.manual_seed(0)
@@ -90,7 +90,7 @@ def layerscope_stats(session: Any, ids: list[int]) -> Any:
     """One forward pass, then every statistic in one chunked pass over layers x positions."""
     import torch
 
-    from core.stats import lens_stats
+    from core.lenses.stats import lens_stats
 
     trace = session.trace(torch.tensor(ids))
     return lens_stats(session, trace, targets=None)  # rank target: the final layer's top-1

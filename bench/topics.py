@@ -19,13 +19,13 @@ import time
 
 import numpy as np
 
-from core.analyses.topics import TopicParams
-from core.analyses.topics_corpus import corpus_documents, count_corpus, npmi_matrix
-from core.analyses.topics_solve import best_topic, star_heuristic
-from core.analyses.topics_tasks import _scan, prepare
-from core.analyses.topics_vocab import extremes, pool_from
-from core.models import ModelSpec
-from core.trace import ModelSession
+from core.analyses.topics.neuron import TopicParams
+from core.analyses.topics.corpus import corpus_documents, count_corpus, npmi_matrix
+from core.analyses.topics.word_sets import best_topic, star_heuristic
+from core.analyses.topics.cached_runs import _scan, prepare
+from core.analyses.topics.vocab import extremes, pool_from
+from core.model.loading import ModelSpec
+from core.model.session import ModelSession
 
 log = logging.getLogger("bench.topics")
 

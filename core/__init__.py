@@ -2,10 +2,10 @@
 
 Usable from a notebook::
 
-    from core.models import ModelSpec
-    from core.trace import ModelSession
+    from core.model.loading import ModelSpec
+    from core.model.session import ModelSession
     from core.lenses import LogitLens
-    from core.stats import lens_stats
+    from core.lenses.stats import lens_stats
     session = ModelSession.load(ModelSpec())
     trace = session.trace("The capital of France is")
     stats = lens_stats(session, trace, LogitLens(session.adapter))

@@ -3,7 +3,8 @@ and the analysis pages."""
 
 import streamlit as st
 
-from ui import cached, charts
+from ui import cached
+from ui.charts import lens as charts
 from ui.format import layer_label, show_token
 from ui.sidebar import sidebar
 from ui.menu import ANALYSES

@@ -2,7 +2,8 @@
 
 import streamlit as st
 
-from ui import cached, lens_training, lens_view
+from ui import cached
+from ui.views import lens_training, lens as lens_view
 from ui.downloads import table_downloads
 from ui.format import strided_layers
 from ui.sidebar import sidebar

@@ -2,7 +2,9 @@
 
 import streamlit as st
 
-from ui import cached, extraction_view, jobs, lens_training
+from ui import cached
+from ui import job_panel as jobs
+from ui.views import extraction as extraction_view, lens_training
 from ui.downloads import chart_downloads, table_downloads
 from ui.sidebar import sidebar
 from ui.state import write_url

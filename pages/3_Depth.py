@@ -2,7 +2,8 @@
 
 import streamlit as st
 
-from ui import cached, depth_view, lens_training
+from ui import cached
+from ui.views import depth as depth_view, lens_training
 from ui.sidebar import sidebar
 from ui.state import bound, write_url
 

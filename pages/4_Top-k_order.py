@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from ui import topk_more_view, topk_view
+from ui.views import topk_more as topk_more_view, topk as topk_view
 from ui.sidebar import sidebar
 from ui.state import write_url
 

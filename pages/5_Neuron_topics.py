@@ -2,8 +2,8 @@
 
 import streamlit as st
 
-from core.analyses.topics_vocab import MODES
-from ui import topics_view as tv
+from core.analyses.topics.vocab import MODES
+from ui.views import topics as tv
 from ui.downloads import chart_downloads, table_downloads
 from ui.sidebar import sidebar
 from ui.state import bound, write_url

@@ -2,8 +2,8 @@
 
 import streamlit as st
 
-from core.analyses.attention_mlp_heads import RULES
-from ui import attention_mlp_explain, attention_mlp_view as view
+from core.analyses.attention_mlp.heads import RULES
+from ui.views import attention_mlp_explainer as attention_mlp_explain, attention_mlp as view
 from ui.downloads import table_downloads
 from ui.sidebar import sidebar
 from ui.state import bound, write_url

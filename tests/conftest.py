@@ -2,7 +2,7 @@
 the bundled model (integration tests only).
 
 Nothing here touches the network: the tokenizer is trained in memory and the models are built from
-configs with :func:`core.models.build_random_twin`.
+configs with :func:`core.model.loading.build_random_twin`.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import pytest
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoConfig, PreTrainedModel, PreTrainedTokenizerFast
 
-from core.models import ModelSpec, build_random_twin
-from core.trace import ModelSession
+from core.model.loading import ModelSpec, build_random_twin
+from core.model.session import ModelSession
 
 ARCHS: tuple[str, ...] = ("gpt2", "llama", "mistral", "qwen2", "gpt_neox", "gptj", "opt")
 """Every model family the invariants are checked on."""

@@ -5,11 +5,13 @@ from __future__ import annotations
 import streamlit as st
 
 from core.analyses.lens import LensResult, run_lens
-from core.lenses import IDENTITY_PROMPT, QUESTION_PROMPT, Lens, LogitLens, Patchscope
-from core.models import BUNDLED, ModelSpec, bundled_model_dir
+from core.lenses.patchscope import IDENTITY_PROMPT, QUESTION_PROMPT, Patchscope
+from core.lenses.base import Lens
+from core.lenses.logit import LogitLens
+from core.model.loading import BUNDLED, ModelSpec, bundled_model_dir
 from core.paths import cache_dir
-from core.trace import ModelSession
-from core.tuned import TrainedLenses, load_lenses
+from core.model.session import ModelSession
+from core.lenses.learned import TrainedLenses, load_lenses
 from ui.jobs import JobRegistry
 
 MAX_APP_TOKENS = 2048

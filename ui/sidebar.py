@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from core.models import BUNDLED, ModelLoadError, ModelSpec
-from core.trace import ModelSession
+from core.model.loading import BUNDLED, ModelLoadError, ModelSpec
+from core.model.session import ModelSession
 from core.validate import model_source
 from ui import cached
 from ui.state import persistent, set_value, url_value

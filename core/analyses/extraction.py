@@ -19,10 +19,10 @@ from typing import Mapping, Sequence
 import pandas as pd
 import torch
 
-from core.lenses import Lens
+from core.lenses.base import Lens
 from core.progress import Progress, no_progress
-from core.stats import output_logits, readout_logits
-from core.trace import ModelSession
+from core.lenses.stats import output_logits, readout_logits
+from core.model.session import ModelSession
 
 SUMMARY_COLUMNS = ["layer", "method", "precision_at_1", "surprisal_patched", "surprisal_original", "n"]
 

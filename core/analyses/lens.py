@@ -11,9 +11,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from core.lenses import Lens, LogitLens
-from core.stats import LensStats, lens_stats
-from core.trace import ModelSession, Trace
+from core.lenses.base import Lens
+from core.lenses.logit import LogitLens
+from core.lenses.stats import LensStats, lens_stats
+from core.model.session import ModelSession, Trace
 
 LENS_COLUMNS = ["layer", "position", "token", "top_tokens", "top_probs", "target", "target_rank",
                 "target_prob", "entropy", "kl_to_final"]

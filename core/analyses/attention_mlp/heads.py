@@ -1,0 +1,253 @@
+"""Attention -> MLP, part 2: which attention heads switch a neuron on (direct attribution), the two
+"active head" rules, context-dependent heads, and the head-ablation check with the KS test.
+
+The neuron's input direction is W_in column n (GPT-2-style MLPs) or **W_gate row n** (SwiGLU: the neuron
+is act(W_gate x) * (W_up x); attribution is onto the gate pre-activation), with the pre-MLP norm's gain
+folded in and, for LayerNorm, centred over d_model (which applies the norm's centring exactly). Then, at
+the last token, the residual entering the MLP decomposes linearly:
+
+    resid_mid . w = emb . w + sum_{l<layer} (sum_h o_{l,h} + b_O) . w + sum_{l<layer} mlp_l . w
+                    + (sum_h o_{layer,h} + b_O) . w            (block `layer`'s own attention; sequential blocks)
+    pre-activation = resid_mid . w / scale + const             (scale = RMS or std of resid_mid; const = beta.w + b)
+
+``attr(h) = o_h . w`` ignores the per-prompt scale, as the paper does. Shapes: layer, pos, head, d_model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from core.analyses.attention_mlp.neurons import uses_layernorm
+from core.analyses.attention_mlp.passes import ablated_token_probs, model_input
+from core.model.session import ModelSession
+
+CAPTURE = ("head_z", "attn_out", "mlp_out", "neurons")
+ACTIVE_LOW, ACTIVE_HIGH = 0.25, 0.75
+RULES = {"top3": "top-3 heads per prompt (v1)", "sigma2": "attr > mean + 2σ over heads (v2)"}
+
+
+@dataclass(frozen=True)
+class NeuronInput:
+    """What a neuron reads: ``direction`` [d_model] = gain ⊙ input weight (centred for LayerNorm)."""
+
+    layer: int
+    neuron: int
+    direction: torch.Tensor  # [d_model]
+    constant: float  # beta . w + b_in (LayerNorm), b_in (RMSNorm with a biased projection), else 0
+    layernorm: bool
+    eps: float
+    reads_block_input: bool  # parallel blocks: the MLP reads the block input, not resid after attention
+
+
+def neuron_input(session: ModelSession, layer: int, neuron: int) -> NeuronInput:
+    """The neuron's input direction with the pre-MLP norm folded in (see the module docstring)."""
+    adapter = session.adapter
+    if adapter.model_type == "opt" and not getattr(adapter.model.config, "do_layer_norm_before", True):
+        raise ValueError("This OPT model normalises after each sublayer (opt-350m style): the residual "
+                         "decomposition does not apply to it.")
+    if not 0 <= neuron < adapter.d_mlp:
+        raise ValueError(f"Neuron {neuron} is outside 0..{adapter.d_mlp - 1}.")
+    norm = adapter.mlp_norm(layer)
+    w = adapter.mlp_in_weight(layer)[:, neuron].detach().float()  # [d_model]
+    gain = getattr(norm, "weight", None)
+    folded = w * gain.detach().float() if gain is not None else w.clone()
+    layernorm = uses_layernorm(norm)
+    constant = 0.0
+    bias = getattr(adapter.mlp_in_modules(layer)[0], "bias", None)
+    if bias is not None:
+        constant += float(bias.detach().float()[neuron])
+    beta = getattr(norm, "bias", None)
+    if beta is not None:
+        constant += float(beta.detach().float() @ w)
+    if layernorm:
+        folded = folded - folded.mean()
+    eps = float(getattr(norm, "eps", getattr(norm, "variance_epsilon", 1e-5)))
+    return NeuronInput(layer, neuron, folded, constant, layernorm, eps, adapter.mlp_reads_block_input())
+
+
+@dataclass(frozen=True)
+class Decomposition:
+    """One prompt, one neuron, last token. ``heads`` [layer_src, head] = attr of heads in blocks < layer."""
+
+    heads: torch.Tensor
+    own_heads: torch.Tensor  # [head] block `layer`'s own attention (zeros for parallel blocks)
+    terms: dict[str, float]  # embeddings, attn_bias, mlp, own_attn_bias
+    dot: float  # resid_mid . direction (= sum of everything above)
+    scale: float
+    preact: float  # dot / scale + constant: the neuron's (gate) pre-activation
+    activation: float  # the neuron's activation (input of the down projection) from the same pass
+
+
+def _last_head_writes(session: ModelSession, trace, layer: int) -> torch.Tensor:
+    """[head, d_model] each head's write into the residual at the last position."""
+    adapter = session.adapter
+    z = trace.head_z[layer, -1].reshape(adapter.n_heads, adapter.d_head)  # [head, d_head]
+    return torch.einsum("hd,hdm->hm", z, adapter.head_out_weight(layer).detach().float())
+
+
+def decompose(session: ModelSession, ids: list[int], target: NeuronInput) -> Decomposition:
+    """Run ``ids`` (content ids; BOS prepended when the tokenizer uses one) and split the neuron's
+    pre-activation at the last token into per-head and other terms."""
+    full, _ = model_input(session, ids)
+    trace = session.trace(full, capture=CAPTURE)
+    w, layer = target.direction, target.layer
+    heads = torch.stack([_last_head_writes(session, trace, l) @ w for l in range(layer)]) if layer else \
+        torch.zeros(0, session.adapter.n_heads)  # [layer_src, head]
+    attn_total = sum(float(trace.attn_out[l, -1] @ w) for l in range(layer))
+    terms = {"embeddings": float(trace.resid[0, -1] @ w), "attn_bias": attn_total - float(heads.sum()),
+             "mlp": sum(float(trace.mlp_out[l, -1] @ w) for l in range(layer))}
+    resid_mid = trace.resid[layer, -1]  # [d_model]
+    own = torch.zeros(session.adapter.n_heads)
+    terms["own_attn_bias"] = 0.0
+    if not target.reads_block_input:
+        resid_mid = resid_mid + trace.attn_out[layer, -1]
+        own = _last_head_writes(session, trace, layer) @ w
+        terms["own_attn_bias"] = float(trace.attn_out[layer, -1] @ w) - float(own.sum())
+    if target.layernorm:
+        scale = float(torch.sqrt(resid_mid.var(unbiased=False) + target.eps))
+    else:
+        scale = float(torch.sqrt(resid_mid.pow(2).mean() + target.eps))
+    dot = float(resid_mid @ w)
+    return Decomposition(heads, own, terms, dot, scale, dot / scale + target.constant,
+                         float(trace.neurons[layer, -1, target.neuron]))
+
+
+# -- active heads -------------------------------------------------------------------------------
+
+
+def active_top_k(attr: np.ndarray, k: int = 3) -> np.ndarray:
+    """[prompt, head] attributions -> [prompt, head] bool: the k largest per prompt (v1)."""
+    order = np.argsort(-attr, axis=1, kind="stable")[:, :k]
+    active = np.zeros_like(attr, dtype=bool)
+    np.put_along_axis(active, order, True, axis=1)
+    return active
+
+
+def active_sigma(attr: np.ndarray, n_sigma: float = 2.0) -> np.ndarray:
+    """[prompt, head] -> bool: attr > mean + n_sigma x std over the prompt's heads (v2; sample std, ddof 1)."""
+    mean = attr.mean(axis=1, keepdims=True)
+    std = attr.std(axis=1, ddof=1, keepdims=True) if attr.shape[1] > 1 else np.zeros_like(mean)
+    return attr > mean + n_sigma * std
+
+
+def active_by_rule(attr: np.ndarray, rule: str) -> np.ndarray:
+    if rule == "top3":
+        return active_top_k(attr, 3)
+    if rule == "sigma2":
+        return active_sigma(attr, 2.0)
+    raise ValueError(f"Unknown active rule {rule!r}; choose from {', '.join(RULES)}.")
+
+
+def context_dependent(active: np.ndarray, low: float = ACTIVE_LOW, high: float = ACTIVE_HIGH
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """[prompt, head] bool -> ([head] share of prompts active, [head] low <= share <= high)."""
+    share = active.mean(axis=0) if active.shape[0] else np.zeros(active.shape[1])
+    return share, (share >= low) & (share <= high)
+
+
+# -- per neuron, over its prompts ----------------------------------------------------------------
+
+
+def head_labels(layers: int, n_heads: int) -> list[tuple[int, int]]:
+    """(layer, head) of every head in blocks < layers, in the order of the attribution columns."""
+    return [(l, h) for l in range(layers) for h in range(n_heads)]
+
+
+def neuron_attributions(session: ModelSession, prompts: pd.DataFrame, include_own: bool = False
+                        ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One neuron's trimmed prompts -> (long [prompt x head] attributions with both rules' active flags
+    and the share/context-dependence columns, [prompt] other terms, scale, pre-activation, activation).
+
+    ``include_own`` adds block `layer`'s own attention heads as candidates (the paper uses blocks < layer
+    only; by default they are reported in the terms table as ``own_heads``)."""
+    layer, neuron = int(prompts.layer.iloc[0]), int(prompts.neuron.iloc[0])
+    target = neuron_input(session, layer, neuron)
+    n_heads = session.adapter.n_heads
+    labels = head_labels(layer, n_heads) + ([(layer, h) for h in range(n_heads)] if include_own else [])
+    if not labels:
+        raise ValueError(f"Block {layer} has no earlier heads: choose a later layer or include its own heads.")
+    attrs, term_rows = [], []
+    for row in prompts.itertuples():
+        dec = decompose(session, list(row.ids), target)
+        attrs.append(torch.cat([dec.heads.reshape(-1)] + ([dec.own_heads] if include_own else [])).numpy())
+        term_rows.append({"layer": layer, "neuron": neuron, "prompt": row.prompt, **dec.terms,
+                          "own_heads": float(dec.own_heads.sum()), "heads": float(dec.heads.sum()),
+                          "resid_dot": dec.dot, "scale": dec.scale, "preact": dec.preact, "activation": dec.activation})
+    attr = np.stack(attrs)  # [prompt, head]
+    frame = pd.DataFrame({"layer": layer, "neuron": neuron,
+                          "prompt": np.repeat(prompts.prompt.to_numpy(), len(labels)),
+                          "head_layer": [l for l, _ in labels] * len(prompts),
+                          "head": [h for _, h in labels] * len(prompts), "attr": attr.reshape(-1)})
+    frame["head_label"] = "L" + frame["head_layer"].astype(str) + "H" + frame["head"].astype(str)
+    for rule in RULES:
+        active = active_by_rule(attr, rule)
+        share, dependent = context_dependent(active)
+        frame[f"active_{rule}"] = active.reshape(-1)
+        frame[f"share_{rule}"] = np.tile(share, len(prompts))
+        frame[f"context_{rule}"] = np.tile(dependent, len(prompts))
+    return frame, pd.DataFrame(term_rows)
+
+
+def head_summary(attributions: pd.DataFrame) -> pd.DataFrame:
+    """[neuron x head]: mean attribution, share of prompts active and context dependence per rule."""
+    keys = ["layer", "neuron", "head_layer", "head", "head_label"]
+    agg = {"mean_attr": ("attr", "mean"), "n_prompts": ("prompt", "nunique")}
+    for rule in RULES:
+        agg[f"share_{rule}"] = (f"share_{rule}", "first")
+        agg[f"context_{rule}"] = (f"context_{rule}", "first")
+    return attributions.groupby(keys, as_index=False).agg(**agg)
+
+
+def neuron_ablation(session: ModelSession, prompts: pd.DataFrame, attributions: pd.DataFrame,
+                    heads: list[tuple[int, int]]) -> pd.DataFrame:
+    """[prompt x head] drop in p(neuron token) at the last position when the head's z is zeroed, with the
+    head's active flags on that prompt. The token is the neuron's own vocabulary entry (the paper's
+    ``encode(token)[0]`` first sub-token is the same id whenever the string re-encodes to it)."""
+    if not heads:
+        return pd.DataFrame()
+    flags = attributions.set_index(["prompt", "head_layer", "head"])
+    rows = []
+    for row in prompts.itertuples():
+        clean, ablated = ablated_token_probs(session, list(row.ids), int(row.token_id), heads)
+        for (l, h), p in zip(heads, ablated):
+            hit = flags.loc[(row.prompt, l, h)]
+            rows.append({"layer": row.layer, "neuron": row.neuron, "token": row.token, "prompt": row.prompt,
+                         "head_layer": l, "head": h, "head_label": f"L{l}H{h}", "p_clean": clean,
+                         "p_ablated": p, "drop": clean - p,
+                         **{f"active_{rule}": bool(hit[f"active_{rule}"]) for rule in RULES}})
+    return pd.DataFrame(rows)
+
+
+def ks_tests(ablation: pd.DataFrame) -> pd.DataFrame:
+    """Per rule: two-sample KS test of drops on active vs inactive prompts, pooled over neuron-heads."""
+    from scipy.stats import ks_2samp
+
+    rows = []
+    for rule in RULES:
+        if ablation.empty:
+            continue
+        active = ablation.loc[ablation[f"active_{rule}"], "drop"].to_numpy()
+        inactive = ablation.loc[~ablation[f"active_{rule}"], "drop"].to_numpy()
+        row = {"rule": rule, "n_active": len(active), "n_inactive": len(inactive),
+               "mean_drop_active": float(active.mean()) if len(active) else float("nan"),
+               "mean_drop_inactive": float(inactive.mean()) if len(inactive) else float("nan"),
+               "ks_d": float("nan"), "p_value": float("nan")}
+        if len(active) and len(inactive):
+            test = ks_2samp(active, inactive)
+            row.update(ks_d=float(test.statistic), p_value=float(test.pvalue))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def context_share(heads: pd.DataFrame) -> pd.DataFrame:
+    """Per rule: share of neurons with at least one context-dependent head."""
+    rows = []
+    for rule in RULES:
+        per_neuron = heads.groupby(["layer", "neuron"])[f"context_{rule}"].any()
+        rows.append({"rule": rule, "neurons": int(per_neuron.size), "with_context_heads": int(per_neuron.sum()),
+                     "share": float(per_neuron.mean()) if per_neuron.size else float("nan")})
+    return pd.DataFrame(rows)

@@ -1,0 +1,185 @@
+"""Attention -> MLP, part 1b: max-activating prompts from a corpus scan, trimmed to the shortest suffix keeping > 0.8 of the activation."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+
+from core.analyses.attention_mlp.passes import content_ids, neuron_acts
+from core.model.session import ModelSession
+from core.progress import Progress, no_progress
+
+DEFAULT_TOP_PROMPTS = 20
+DEFAULT_WINDOW = 128
+TRIM_KEEP = 0.8
+MAX_TRIMMED_TOKENS = 100
+VERIFY_PROBES = 3  # extra probes checking the binary search's monotonicity assumption
+DEFAULT_REJECT = frozenset({" SolidGoldMagikarp", " TheNitromeFan", " davidjl", " petertodd", " RandomRedditor"})
+
+
+@dataclass(frozen=True)
+class ScanParams:
+    """How the corpus is scanned and prompts trimmed (all settable; defaults are the paper's)."""
+
+    window: int = DEFAULT_WINDOW
+    top: int = DEFAULT_TOP_PROMPTS
+    keep: float = TRIM_KEEP
+    max_tokens: int = MAX_TRIMMED_TOKENS
+    trim: str = "binary"  # or "linear": the exact shortest-first scan
+
+    def __post_init__(self) -> None:
+        if self.window < 2 or self.top < 1 or self.max_tokens < 1:
+            raise ValueError("The window needs at least 2 tokens; prompts kept and the length cap at least 1.")
+        if not 0 < self.keep < 1:
+            raise ValueError("The kept fraction must lie strictly between 0 and 1.")
+        if self.trim not in ("binary", "linear"):
+            raise ValueError("The trimming method is 'binary' or 'linear'.")
+
+
+def corpus_windows(session: ModelSession, texts: list[str], window: int) -> list[list[int]]:
+    """Each text's tokens (no special tokens) cut into consecutive windows of at most ``window`` tokens."""
+    if window < 2:
+        raise ValueError("The window must hold at least 2 tokens.")
+    out = []
+    for text in texts:
+        ids = content_ids(session, text)
+        out.extend(ids[i:i + window] for i in range(0, len(ids), window) if len(ids[i:i + window]) >= 2)
+    if not out:
+        raise ValueError("The corpus produced no windows of at least 2 tokens.")
+    return out
+
+
+def corpus_hash(texts: list[str]) -> str:
+    digest = hashlib.sha256()
+    for text in texts:
+        digest.update(text.encode("utf-8", errors="replace") + b"\x00")
+    return digest.hexdigest()[:16]
+
+
+def scan_top_windows(session: ModelSession, windows: list[list[int]], neurons: pd.DataFrame, top: int,
+                     progress: Progress = no_progress) -> pd.DataFrame:
+    """One pass per window, all chosen neurons at once -> [neuron x top] rows: layer, neuron, activation,
+    window, position (content index of the max position in that window; one entry per window)."""
+    groups = {layer: torch.tensor(sorted(frame.neuron.unique())) for layer, frame in neurons.groupby("layer")}
+    best = {layer: (torch.full((len(idx), 0), float("-inf")), torch.zeros((len(idx), 0), dtype=torch.long))
+            for layer, idx in groups.items()}
+    positions = {layer: torch.zeros((len(idx), 0), dtype=torch.long) for layer, idx in groups.items()}
+    for w, ids in enumerate(windows):
+        acts = neuron_acts(session, ids, list(groups))  # layer -> [pos, d_mlp]
+        for layer, idx in groups.items():
+            peak = acts[layer][:, idx].max(dim=0)  # [n]
+            vals = torch.cat([best[layer][0], peak.values[:, None]], dim=1)
+            wins = torch.cat([best[layer][1], torch.full((len(idx), 1), w)], dim=1)
+            pos = torch.cat([positions[layer], peak.indices[:, None]], dim=1)
+            keep = vals.topk(min(top, vals.shape[1]), dim=1).indices
+            best[layer] = (vals.gather(1, keep), wins.gather(1, keep))
+            positions[layer] = pos.gather(1, keep)
+        if w % 10 == 0 or w == len(windows) - 1:
+            progress((w + 1) / len(windows), f"scanning window {w + 1}/{len(windows)}")
+    rows = []
+    for layer, idx in groups.items():
+        for i, neuron in enumerate(idx.tolist()):
+            for k in range(best[layer][0].shape[1]):
+                rows.append({"layer": layer, "neuron": neuron, "activation": float(best[layer][0][i, k]),
+                             "window": int(best[layer][1][i, k]), "position": int(positions[layer][i, k])})
+    return pd.DataFrame(rows)
+
+
+@dataclass(frozen=True)
+class Trim:
+    """The shortest kept suffix ``ids[start:]`` of a prompt truncated at its max-activating token."""
+
+    start: int
+    activation: float  # at the last token of the kept suffix
+    original: float  # at the last token of the untrimmed prompt
+    method: str  # "binary", "linear" (asked for, or a verification probe contradicted monotonicity), "none"
+    passes: int
+
+
+def trim_prompt(session: ModelSession, ids: list[int], layer: int, neuron: int, keep: float = TRIM_KEEP,
+               method: str = "binary", checks: int = VERIFY_PROBES) -> Trim:
+    """[pos] content ids ending at the max-activating token -> the shortest suffix whose activation at its
+    last token is > keep x the original.
+
+    ``method="linear"`` scans suffixes shortest first (exact by definition). ``"binary"`` searches the start
+    assuming longer suffixes keep more, then verifies that assumption with ``checks`` extra probes spread
+    over the shorter suffixes; if any of them also passes, it falls back to the linear scan."""
+    if not 0 < keep < 1:
+        raise ValueError("The kept fraction must lie strictly between 0 and 1.")
+    if method not in ("binary", "linear"):
+        raise ValueError("The trimming method is 'binary' or 'linear'.")
+    probes: dict[int, float] = {}
+
+    def act(start: int) -> float:
+        if start not in probes:
+            probes[start] = float(neuron_acts(session, ids[start:], [layer])[layer][-1, neuron])
+        return probes[start]
+
+    original, n = act(0), len(ids)
+    if original <= 0:  # nothing positive to keep: leave the prompt whole
+        return Trim(0, original, original, "none", len(probes))
+    threshold = keep * original
+    if method == "binary":
+        lo, hi = 0, n  # act(lo) > threshold; the empty suffix (hi = n) is not
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if act(mid) > threshold else (lo, mid)
+        shorter = range(lo + 2, n)  # lo + 1 = hi was probed by the search
+        step = max(1, len(shorter) // checks) if checks else len(shorter) + 1
+        if not any(act(start) > threshold for start in list(shorter)[::-1][::step][:checks]):
+            return Trim(lo, probes[lo], original, "binary", len(probes))
+    for start in range(n - 1, -1, -1):
+        if act(start) > threshold:
+            return Trim(start, probes[start], original, "linear", len(probes))
+    raise AssertionError("act(0) > threshold, so the scan always returns")
+
+
+def trimmed_rows(session: ModelSession, windows: list[list[int]], tops: pd.DataFrame,
+                  neurons: pd.DataFrame, params: ScanParams, progress: Progress) -> list[dict]:
+    vocab = session.vocab_strings()
+    tokens = {(r.layer, r.neuron): (r.token_id, r.token) for r in neurons.itertuples()}
+    rows, total = [], max(1, len(tops))
+    for k, top in enumerate(tops.sort_values(["layer", "neuron", "activation"],
+                                             ascending=[True, True, False]).itertuples()):
+        progress(k / total, f"trimming prompt {k + 1}/{total} (layer {top.layer}, neuron {top.neuron})")
+        ids = windows[top.window][:top.position + 1]
+        trim = trim_prompt(session, ids, top.layer, top.neuron, params.keep, params.trim)
+        kept = ids[trim.start:]
+        token_id, token = tokens[(top.layer, top.neuron)]
+        rows.append({"layer": top.layer, "neuron": top.neuron, "token_id": token_id, "token": token,
+                     "activation": trim.original, "trimmed_activation": trim.activation,
+                     "kept_fraction": trim.activation / trim.original if trim.original else float("nan"),
+                     "n_tokens": len(kept), "window": top.window, "position": top.position,
+                     "start": trim.start, "trim_method": trim.method, "ids": list(kept),
+                     "text": "".join(vocab[i] for i in kept), "last_token": vocab[kept[-1]]})
+    return rows
+
+
+def select_prompts(rows: list[dict], params: ScanParams) -> pd.DataFrame:
+    """Drop prompts longer than ``max_tokens`` after trimming or not positive, and repeated trimmed texts;
+    keep the first ``top`` per neuron (highest activation first)."""
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    frame = frame[(frame.n_tokens <= params.max_tokens) & (frame.activation > 0)]
+    frame = frame.drop_duplicates(subset=["layer", "neuron", "text"])  # repeated passages would weigh twice
+    frame = frame.groupby(["layer", "neuron"], group_keys=False).head(params.top).copy()
+    frame["prompt"] = frame.groupby(["layer", "neuron"]).cumcount()
+    return frame.reset_index(drop=True)
+
+
+def compute_prompts(session: ModelSession, neurons: pd.DataFrame, texts: list[str], params: ScanParams,
+                    progress: Progress = no_progress) -> pd.DataFrame:
+    """Tidy [neuron x prompt] table of trimmed max-activating prompts (no cache; the cached form is
+    :func:`core.analyses.attention_mlp.pipeline.max_activating_prompts`)."""
+    if neurons.empty:
+        raise ValueError("No neurons to scan: choose other layers or a larger count.")
+    windows = corpus_windows(session, texts, params.window)
+    tops = scan_top_windows(session, windows, neurons, params.top,
+                            lambda f, m: progress(0.7 * f, m))
+    rows = trimmed_rows(session, windows, tops, neurons, params, lambda f, m: progress(0.7 + 0.3 * f, m))
+    progress(1.0, "done")
+    return select_prompts(rows, params)

@@ -1,0 +1,1 @@
+"""Neuron topics (Lim & Lauw, EMNLP 2023)."""

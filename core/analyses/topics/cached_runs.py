@@ -1,0 +1,149 @@
+"""Neuron topics, long work: preparing a corpus, one unit (cached), scanning a block, real vs random.
+
+Every result is disk-cached (core.cache) under the model identity, the corpus counts' key and all
+parameters, so reruns of the page and the CLI are instant.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy.stats import mannwhitneyu
+
+from core.analyses.topics.neuron import POLARITIES, NeuronTopics, TopicParams, analyse_pool, neuron_topics
+from core.analyses.topics.corpus import CorpusCounts, corpus_counts
+from core.analyses.topics.vocab import WordMap, check_unit, extremes, random_extremes, word_map
+from core.cache import cached
+from core.progress import Progress, no_progress
+from core.model.session import ModelSession
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A counted corpus and this tokenizer's map onto its vocabulary."""
+
+    counts: CorpusCounts
+    wmap: WordMap
+
+
+_wmaps: dict[tuple[str, str], WordMap] = {}
+
+
+def prepare(session: ModelSession, params: TopicParams, progress: Progress = no_progress) -> Reference:
+    """Count the corpus (once per corpus and vocabulary size, cached on disk) and map the tokenizer onto it."""
+    counts = corpus_counts(params.corpus, params.vocab_size, progress=lambda f, m: progress(0.9 * f, m))
+    key = (session.identity(), counts.key)
+    if key not in _wmaps:
+        progress(0.92, "mapping the tokenizer onto the corpus vocabulary")
+        if len(_wmaps) >= 4:
+            _wmaps.pop(next(iter(_wmaps)))
+        _wmaps[key] = word_map(session, counts)
+    progress(1.0, "reference corpus ready")
+    return Reference(counts, _wmaps[key])
+
+
+def unit_result(session: ModelSession, ref: Reference, mode: str, layer: int, unit: int, params: TopicParams,
+                random_seed: int | None = None) -> NeuronTopics:
+    """:func:`neuron_topics`, disk-cached."""
+    params.check()
+    check_unit(session, mode, layer, unit)
+    return cached("topics-unit", lambda: neuron_topics(session, ref.counts, ref.wmap, mode, layer, unit, params,
+                                                       random_seed),
+                  model=session.identity(), counts_key=ref.counts.key, mode=mode, layer=layer, unit=unit,
+                  random_seed=random_seed, **params.cache_parts())
+
+
+def _scan(session: ModelSession, ref: Reference, mode: str, layer: int, params: TopicParams,
+          progress: Progress) -> pd.DataFrame:
+    n_units = check_unit(session, mode, layer)
+    rows = []
+    batch = 256
+    for start in range(0, n_units, batch):
+        units = list(range(start, min(n_units, start + batch)))
+        top, bottom = extremes(session, mode, layer, units, params.tau)
+        for i, unit in enumerate(units):
+            row = {"unit": unit}
+            for pol, ranked in zip(POLARITIES, (top[i], bottom[i])):
+                res = analyse_pool(ref.counts, ref.wmap, ranked, params, solve=False)
+                best = max(res.sets, key=lambda s: s.star_weight, default=None)
+                row.update({f"{pol}_pool": len(res.ids), f"{pol}_sets": len(res.sets),
+                            f"{pol}_best_star": best.star_weight if best else np.nan,
+                            f"{pol}_example": " ".join(str(ref.counts.vocab[res.ids[m]])
+                                                       for m in best.members[-1:] + best.members[:7]) if best else ""})
+            rows.append(row)
+            progress((start + i + 1) / n_units, f"unit {start + i + 1} of {n_units}")
+    frame = pd.DataFrame(rows)
+    frame["n_sets"] = frame.pos_sets + frame.neg_sets
+    return frame.sort_values(["n_sets", "pos_best_star"], ascending=False, kind="stable").reset_index(drop=True)
+
+
+def scan_layer(session: ModelSession, ref: Reference, mode: str, layer: int, params: TopicParams,
+               progress: Progress = no_progress) -> pd.DataFrame:
+    """Every unit of a block: pool sizes, number of star sets and the best star per polarity (no exact
+    topics), most sets first. Columns: unit, {pos,neg}_{pool,sets,best_star,example}, n_sets."""
+    params.check()
+    return cached("topics-scan", lambda: _scan(session, ref, mode, layer, params, progress),
+                  model=session.identity(), counts_key=ref.counts.key, mode=mode, layer=layer, **params.cache_parts())
+
+
+def _comparison_rows(session: ModelSession, ref: Reference, mode: str, layer: int, units: list[int],
+                     params: TopicParams, seed: int, progress: Progress) -> tuple[pd.DataFrame, pd.DataFrame]:
+    top, bottom = extremes(session, mode, layer, units, params.tau)
+    rows, topics = [], []
+    for i, unit in enumerate(units):
+        rand_top, rand_bottom = random_extremes(session.adapter.d_vocab, params.tau, seed * 1_000_003 + unit)
+        sources = {"real": (top[i], bottom[i]), "random": (rand_top, rand_bottom)}
+        for source, pair in sources.items():
+            for pol, ranked in zip(POLARITIES, pair):
+                res = analyse_pool(ref.counts, ref.wmap, ranked, params)
+                found = [t for t in res.topics if t.found]
+                rows.append({"unit": unit, "source": source, "polarity": pol, "pool_size": len(res.ids),
+                             "n_sets": len(res.sets),
+                             "mean_coherence": float(np.mean([t.coherence for t in found])) if found else np.nan})
+                topics += [{"unit": unit, "source": source, "polarity": pol, "set": n, "coherence": t.coherence,
+                            "status": t.status,
+                            "topic": " ".join(str(ref.counts.vocab[res.ids[m]]) for m in t.members)}
+                           for n, t in enumerate(res.topics, 1)]
+        progress((i + 1) / len(units), f"unit {unit}: {i + 1} of {len(units)}")
+    topic_cols = ["unit", "source", "polarity", "set", "coherence", "status", "topic"]
+    return pd.DataFrame(rows), pd.DataFrame(topics, columns=topic_cols)
+
+
+def mann_whitney(rows: pd.DataFrame, topics: pd.DataFrame) -> pd.DataFrame:
+    """Real vs random, two-sided Mann-Whitney U: word sets per pool, pool size, topic coherence (per topic)."""
+    tests = [("word sets per pool", rows, "n_sets"), ("pool size", rows, "pool_size"),
+             ("topic coherence", topics.dropna(subset=["coherence"]), "coherence")]
+    out = []
+    for metric, frame, column in tests:
+        real = frame.loc[frame.source == "real", column].to_numpy(float)
+        rand = frame.loc[frame.source == "random", column].to_numpy(float)
+        ok = len(real) > 0 and len(rand) > 0 and not (np.unique(np.r_[real, rand]).size == 1)
+        test = mannwhitneyu(real, rand, alternative="two-sided") if ok else None
+        out.append({"metric": metric, "n_real": len(real), "n_random": len(rand),
+                    "real_mean": real.mean() if len(real) else np.nan,
+                    "random_mean": rand.mean() if len(rand) else np.nan,
+                    "real_median": np.median(real) if len(real) else np.nan,
+                    "random_median": np.median(rand) if len(rand) else np.nan,
+                    "U": float(test.statistic) if test else np.nan, "p": float(test.pvalue) if test else np.nan})
+    return pd.DataFrame(out)
+
+
+def compare_random(session: ModelSession, ref: Reference, mode: str, layer: int, n: int, seed: int,
+                   params: TopicParams, progress: Progress = no_progress) -> dict[str, pd.DataFrame]:
+    """``n`` seeded random units of a block vs the random-permutation baseline (same pipeline).
+
+    -> {"rows": per unit x source x polarity, "topics": per topic, "tests": Mann-Whitney per metric}."""
+    params.check()
+    n_units = check_unit(session, mode, layer)
+    if not 1 <= n <= n_units:
+        raise ValueError(f"The sample size must lie in 1..{n_units}.")
+    units = sorted(np.random.default_rng(seed).choice(n_units, n, replace=False).tolist())
+
+    def compute() -> dict[str, pd.DataFrame]:
+        rows, topics = _comparison_rows(session, ref, mode, layer, units, params, seed, progress)
+        return {"rows": rows, "topics": topics, "tests": mann_whitney(rows, topics)}
+
+    return cached("topics-compare", compute, model=session.identity(), counts_key=ref.counts.key, mode=mode,
+                  layer=layer, units=units, seed=seed, **params.cache_parts())

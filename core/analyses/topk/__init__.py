@@ -1,0 +1,1 @@
+"""Top-k order ("Looking Beyond the Top-1", Lioubashevski et al.)."""

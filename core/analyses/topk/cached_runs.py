@@ -1,0 +1,57 @@
+"""Top-k order, sections 4 (intervention) and 7 (other modalities): the public entry points.
+
+The maths lives in :mod:`core.analyses.topk.intervention` (implant the early token's state into the late
+token, pre-hook on the next block) and :mod:`core.analyses.topk.modalities` (ViT class tokens and Whisper
+decoders through the same saturation / ordering / probing definitions of :mod:`core.analyses.topk`).
+Both results are stored in the disk cache, keyed by the model identity, the inputs, the settings and
+:data:`VERSION`.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import pandas as pd
+
+from core.analyses.topk.intervention import InterventionConfig, compute_intervention, intervention_texts
+from core.progress import Progress, no_progress
+from core.model.session import ModelSession
+
+VERSION = "1"  # bump when the maths of either section changes
+
+
+def run_intervention(session: ModelSession, n_texts: int, seed: int, progress: Progress = no_progress,
+                     config: InterventionConfig | None = None) -> dict[str, pd.DataFrame]:
+    """The intervention on ``n_texts`` bundled Wikipedia evaluation texts -> frames:
+
+    pairs   one row per (pair, evaluated offset): text, early_pos, late_pos, token, e, s_late, offset,
+            implant_layer, new_sat, prediction_unchanged, success
+    offsets offset, share (of pairs with new saturation layer == implant layer and the prediction unchanged),
+            n, sem, skipped (implant layer outside 0..L-2), half, half_max (the step line)
+    texts   text, tokens, candidate_pairs, pairs, start
+    config  the constants used (the paper's GPT2-XL layer constants scaled by L/48 unless given)
+    """
+    from core.cache import cached
+
+    config = config or InterventionConfig.for_depth(session.adapter.n_layers)
+    texts = intervention_texts(int(n_texts), int(seed))
+    return cached("topk-intervention", lambda: compute_intervention(session, texts, int(seed), config, progress),
+                  model=session.identity(), n_texts=int(n_texts), seed=int(seed), config=repr(config),
+                  version=VERSION)
+
+
+def run_modality(kind: str, model: str | None, n: int, k: int, seed: int, progress: Progress = no_progress,
+                 files: Sequence[tuple[str, bytes]] = (), transcripts: Sequence[str] = (),
+                 n_tasks: int | None = None) -> dict[str, pd.DataFrame]:
+    """Saturation, rank order, strict Kendall's tau and task probing for a ViT ("vit") or Whisper ("whisper").
+
+    ``model`` None / blank = a tiny random-init demo; else a hub id or local folder (offline: it must be
+    local). ``n`` generated inputs (seeded) are analysed together with the uploaded ``files`` (name, bytes:
+    PNG/JPEG for ViT, WAV for Whisper, with one transcript per WAV in ``transcripts``). ``n_tasks`` probing
+    tasks (None = the paper's: k for ViT, 4 for Whisper).
+    See :func:`core.analyses.topk.modalities.compute_modality` for the frames.
+    """
+    from core.analyses.topk.modalities import run_modality_cached
+
+    return run_modality_cached(kind, model, int(n), int(k), int(seed), progress, tuple(files), tuple(transcripts),
+                               VERSION, None if n_tasks is None else int(n_tasks))

@@ -1,0 +1,1 @@
+"""The model layer: specs and loading, the architecture table, the session (one forward pass, captured)."""

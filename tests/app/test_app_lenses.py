@@ -1,0 +1,66 @@
+"""AppTest for issue 3's UI: lens choice and side-by-side view, and the extraction page end to end."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+LENS = ROOT / "pages" / "1_Lens.py"
+EXTRACTION = ROOT / "pages" / "2_Extraction.py"
+pytestmark = pytest.mark.integration
+
+
+def run_page(path: Path, **params: str) -> AppTest:
+    at = AppTest.from_file(str(path), default_timeout=300)
+    for name, value in params.items():
+        at.query_params[name] = value
+    return at.run()
+
+
+def test_question_patchscope_side_by_side_with_the_logit_lens() -> None:
+    at = run_page(LENS, prompt="The capital of France is", lens="question", lens_b="logit", cell="30,4")
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    labels = [s.label for s in at.selectbox]
+    assert at.selectbox[labels.index("Lens")].value == "question"
+    assert at.selectbox[labels.index("Side by side with")].value == "logit"
+    tops = [m.value for m in at.markdown if "top-" in m.value]
+    assert len(tops) == 2, tops
+    assert at.query_params["lens"] == "question" and at.query_params["lens_b"] == "logit"
+
+
+def test_untrained_tuned_lens_says_what_to_do(tmp_path, monkeypatch) -> None:
+    import core.lenses.learned
+    from ui import cached
+
+    monkeypatch.setattr(core.lenses.learned, "lens_dir", lambda session: tmp_path / "no-lens-here")
+    cached.trained_lenses.clear()
+    try:
+        at = run_page(LENS, prompt="The capital of France is", lens="tuned")
+    finally:
+        cached.trained_lenses.clear()
+    assert not at.exception
+    assert at.error and "not trained" in at.error[0].value
+    assert any(b.label.startswith("Train") for b in at.button)
+
+
+def test_extraction_runs_and_states_the_verdicts() -> None:
+    at = run_page(EXTRACTION, n="5", seed="1")
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    at.multiselect(key="w_methods").set_value(["logit", "question"]).run()
+    at.button(key="run_extraction").click().run()
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        time.sleep(2)
+        at.run()
+        if any("texts," in s.value for s in at.subheader):
+            break
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any(s.value.startswith("5 texts, 31 layers, 2 methods") for s in at.subheader), \
+        [s.value for s in at.subheader]
+    verdicts = [m.value for m in at.markdown if "precision@1 = 1.0 at the last layer" in m.value]
+    assert verdicts and "holds here" in verdicts[0]

@@ -1,0 +1,58 @@
+"""A background job on a page: start button, live progress (refreshed every second), result or error."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import streamlit as st
+
+from core.progress import Progress
+from ui.cached import job_registry
+
+
+def watch(key: str) -> None:
+    """Show a running job's progress, refreshed every second; rerun the page when it ends."""
+
+    @st.fragment(run_every=1.0)
+    def _progress() -> None:
+        job = job_registry().get(key)
+        if job is None:
+            return
+        if job.done:
+            st.rerun()
+        elapsed = time.monotonic() - job.started
+        st.progress(job.fraction, text=f"{job.label}: {job.message} ({elapsed:.0f} s)")
+
+    _progress()
+
+
+def job_panel(key: str, label: str, work: Callable[[Progress], Any], *, button: str = "Run",
+              button_key: str, caption: str = "", disabled: bool = False, start_now: bool = False) -> Any:
+    """One background job on a page: a start button (or a start at once), then live progress, then the result.
+
+    Returns the job's result once it finished, else None. A failed job shows its message and a "Try again"
+    button that forgets it. ``key`` names what is computed (model identity + parameters), so equal work is shared.
+    """
+    registry = job_registry()
+    job = registry.get(key)
+    if job is None:
+        if start_now:
+            registry.start(key, label, work)
+            watch(key)
+            return None
+        st.button(button, key=button_key, type="primary", disabled=disabled,
+                  on_click=lambda: registry.start(key, label, work))
+        if caption:
+            st.caption(caption)
+        return None
+    if not job.done:
+        watch(key)
+        return None
+    if job.error:
+        st.error(f"{label} failed: {job.error}")
+        if st.button("Try again", key=f"retry_{button_key}"):
+            registry.forget(key)
+            st.rerun()
+        return None
+    return job.result

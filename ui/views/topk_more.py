@@ -1,0 +1,255 @@
+"""Top-k order page, the Intervention and Other-modalities tabs: controls, background jobs, figures, tables.
+
+Widget keys start with ``w_topk_`` and button keys with ``run_topk_<section>`` so they never clash with the
+other tabs. Every number in the captions is read from the computed frames.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Callable
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from core.analyses.topk.intervention import InterventionConfig
+from core.analyses.topk.cached_runs import VERSION, run_intervention, run_modality
+from core.cache import stable_key
+from ui import cached
+from ui import job_panel as jobs
+from ui.downloads import show_chart, tables_expander
+from ui.format import p_text
+
+KIND_LABELS = {"vit": "ViT image classifier", "whisper": "Whisper decoder"}
+UPLOAD_TYPES = {"vit": ["png", "jpg", "jpeg"], "whisper": ["wav"]}
+
+
+# -- shared job plumbing ---------------------------------------------------------------------------------------
+def _job(key: str, section: str, label: str, work: Callable[[Any], dict[str, pd.DataFrame]],
+         disabled: bool = False) -> dict[str, pd.DataFrame] | None:
+    """Run button / live progress / error with retry for one job; its frames once computed (None before)."""
+    return jobs.job_panel(key, label, work, button_key=f"run_topk_{section}", disabled=disabled,
+                          caption="Results are cached on disk: a second run with the same settings is instant.")
+
+
+
+
+# -- charts (no Streamlit calls) ---------------------------------------------------------------------------------
+def intervention_chart(offsets: pd.DataFrame) -> alt.LayerChart:
+    """Bars: share of pairs whose new saturation layer is the implant layer (prediction unchanged) per offset,
+    ± SEM; dashed step line: the maximum of each half (offsets < 0 and >= 0), as in the paper's figure."""
+    data = offsets.assign(lo=(offsets["share"] - offsets["sem"]).clip(lower=0),
+                          hi=(offsets["share"] + offsets["sem"]).clip(upper=1),
+                          x0=offsets.offset - 0.5, x1=offsets.offset + 0.5)
+    x = alt.X("offset:Q", title="implant layer − early token's saturation layer (o)",
+              scale=alt.Scale(domain=[offsets.offset.min() - 0.5, offsets.offset.max() + 0.5]),
+              axis=alt.Axis(values=offsets.offset.tolist(), format="d"))
+    bars = alt.Chart(data).mark_bar(size=22, opacity=0.7).encode(
+        x=x, y=alt.Y("share:Q", title="share of pairs (new saturation = implant layer)",
+                     axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1])),
+        tooltip=["offset", alt.Tooltip("share:Q", format=".1%"), alt.Tooltip("sem:Q", format=".3f"), "n", "skipped"])
+    errors = alt.Chart(data).mark_rule().encode(x="offset:Q", y="lo:Q", y2="hi:Q")
+    step = alt.Chart(data).mark_rule(strokeDash=[5, 3], color="#e67e22", strokeWidth=2).encode(
+        x="x0:Q", x2="x1:Q", y="half_max:Q", tooltip=["half", alt.Tooltip("half_max:Q", format=".1%", title="max")])
+    return (bars + errors + step).properties(width=560, height=300)
+
+
+def modal_rank_chart(rank_order: pd.DataFrame) -> alt.LayerChart:
+    """The text analysis's rank-order bars: mean saturation order per token rank ± SEM, stars vs the next rank."""
+    data = rank_order.assign(lo=rank_order["mean_order"] - rank_order["sem"].fillna(0),
+                             hi=rank_order["mean_order"] + rank_order["sem"].fillna(0),
+                             label=rank_order["stars"].where(rank_order["stars"] != "n.s.", ""))
+    base = alt.Chart(data).encode(x=alt.X("rank:O", title="token rank (1 = final top-1)"))
+    bars = base.mark_bar(opacity=0.8).encode(
+        y=alt.Y("mean_order:Q", title="mean saturation order (1 = settles first)"),
+        tooltip=["rank", alt.Tooltip("mean_order:Q", format=".2f"), alt.Tooltip("sem:Q", format=".3f"), "n",
+                 alt.Tooltip("p_vs_next:Q", format=".2g"), "stars"])
+    return (bars + base.mark_rule().encode(y="lo:Q", y2="hi:Q")
+            + base.mark_text(dy=-8).encode(y="hi:Q", text="label:N")).properties(width=420, height=260)
+
+
+def modal_probe_chart(probe: pd.DataFrame) -> alt.LayerChart:
+    """Pooled probe balanced accuracy and per-task accuracy: residual features vs the control; dashed = chance."""
+    data = probe[(probe.metric == "balanced_accuracy") | (probe.metric == "accuracy")].copy()
+    data["what"] = data.metric.where(data.task < 0, "task " + (data.task + 1).astype(str))
+    data["lo"], data["hi"] = data["mean"] - data["sem"].fillna(0), data["mean"] + data["sem"].fillna(0)
+    base = alt.Chart(data).encode(x=alt.X("what:N", title=None, sort=None, axis=alt.Axis(labelAngle=-30)),
+                                  xOffset=alt.XOffset("features:N"))
+    bars = base.mark_bar().encode(
+        y=alt.Y("mean:Q", title="accuracy (k-fold)", scale=alt.Scale(domain=[0, 1])),
+        color=alt.Color("features:N", title="features"),
+        tooltip=["features", "what", alt.Tooltip("mean:Q", format=".3f"), alt.Tooltip("sem:Q", format=".3f"), "folds"])
+    chance = alt.Chart(data.drop_duplicates("chance")).mark_rule(strokeDash=[4, 4]).encode(
+        y="chance:Q", tooltip=[alt.Tooltip("chance:Q", format=".0%")])
+    return (bars + base.mark_rule().encode(y="lo:Q", y2="hi:Q") + chance).properties(width=460, height=260)
+
+
+# -- the intervention tab ----------------------------------------------------------------------------------------
+def _intervention_controls(n_layers: int) -> tuple[int, int, InterventionConfig]:
+    base = InterventionConfig.for_depth(n_layers)
+    c = st.columns(3)
+    n = int(c[0].number_input("Texts", 1, 2000, 20, key="w_topk_int_n",
+                              help="Bundled Wikipedia evaluation paragraphs; up to 'pairs per text' pairs each."))
+    seed = int(c[1].number_input("Seed", 0, 2**31 - 1, 0, key="w_topk_int_seed"))
+    per_text = int(c[2].number_input("Pairs per text (max)", 1, 200, base.max_pairs_per_text, key="w_topk_int_pairs"))
+    with st.expander(f"Pair selection (the paper's GPT2-XL constants, layer distances scaled by L/48 = {n_layers}/48)"):
+        d = st.columns(4)
+        gap = int(d[0].number_input("Min saturation gap", 1, n_layers, base.min_gap, key="w_topk_int_gap",
+                                    help="Paper: 10 layers of 48."))
+        min_sat = int(d[1].number_input("Min saturation layer", 0, n_layers - 1, base.min_sat, key="w_topk_int_minsat",
+                                        help="Both tokens' top-1 must saturate at or after this layer (paper: 10 of 48)."))
+        dist = int(d[2].number_input("Max token distance", 1, 2048, base.max_distance, key="w_topk_int_dist"))
+        adj = int(d[3].number_input("Offsets ±", 1, n_layers, base.n_adjacent, key="w_topk_int_adj"))
+    config = base.replace(min_gap=gap, min_sat=min_sat, max_distance=dist, n_adjacent=adj, max_pairs_per_text=per_text)
+    return n, seed, config
+
+
+def intervention_tab(spec_key: str) -> None:
+    """Implant the early token's state around its saturation layer into the late token; share per offset."""
+    session = cached.get_session(spec_key)
+    st.caption(
+        "Pairs of positions in one text with the same final top-1 token whose top-1 saturation layers differ by at "
+        "least the gap. The early token's residual after block e+o (pre-final-norm) replaces the late token's "
+        "residual entering block e+o+1 (a pre-hook on that block, late position only). Success at offset o: the "
+        "late token's new top-1 saturation layer is e+o and its prediction is unchanged. The paper expects ≈0 "
+        "before the saturation layer (o < 0) and a high share from it on (o ≥ 0).")
+    n, seed, config = _intervention_controls(session.adapter.n_layers)
+    key = stable_key("topk-more-job", model=session.identity(), section="intervention", n=n, seed=seed,
+                     config=repr(config), version=VERSION)
+    frames = _job(key, "intervention", "Top-k: intervention",
+                  lambda progress: run_intervention(session, n, seed, progress, config=config))
+    if frames is not None:
+        show_intervention(frames)
+
+
+def show_intervention(frames: dict[str, pd.DataFrame]) -> None:
+    offsets, pairs, texts = frames["offsets"], frames["pairs"], frames["texts"]
+    n_pairs = int(pairs.groupby(["text", "early_pos", "late_pos"]).ngroups) if len(pairs) else 0
+    if n_pairs == 0:
+        st.warning(f"No pair met the selection in {len(texts)} texts: use more texts or a smaller gap.")
+        tables_expander(frames, "topk_intervention")
+        return
+    before, after = offsets[offsets.offset < 0], offsets[offsets.offset >= 0]
+    st.caption(
+        f"{n_pairs} pairs from {int((texts.pairs > 0).sum())} of {len(texts)} texts "
+        f"({int(texts.candidate_pairs.sum())} candidate pairs). Success share: max {before.share.max():.1%} before "
+        f"the saturation layer (o < 0), max {after.share.max():.1%} from it on (o ≥ 0); prediction unchanged in "
+        f"{pairs.prediction_unchanged.mean():.1%} of implants; {int(offsets.skipped.sum())} offsets skipped (implant "
+        "layer outside 0..L−2).")
+    show_chart(intervention_chart(offsets), offsets, "topk_intervention")
+    tables_expander(frames, "topk_intervention")
+
+
+# -- the other-modalities tab ------------------------------------------------------------------------------------
+def _uploads(kind: str) -> tuple[list[tuple[str, bytes]], list[str], list[str]]:
+    """-> (files, transcripts, errors): files that decode, their transcripts, and one message per bad file."""
+    from core.analyses.topk.modalities import decode_image, decode_wav
+
+    what = "PNG/JPEG images" if kind == "vit" else "WAV files"
+    uploaded = st.file_uploader(f"Your {what} (optional)", type=UPLOAD_TYPES[kind], accept_multiple_files=True,
+                                key=f"w_topk_mod_files_{kind}") or []
+    transcripts: list[str] = []
+    if kind == "whisper":
+        text = st.text_area("Transcripts, one line per WAV file in upload order (needed for real models)",
+                            key="w_topk_mod_transcripts", height=80)
+        transcripts = [line.strip() for line in text.splitlines() if line.strip()]
+    files, errors = [], []
+    for item in uploaded:
+        data = item.getvalue()
+        try:
+            (decode_image if kind == "vit" else decode_wav)(item.name, data)
+        except ValueError as err:
+            errors.append(str(err))
+            continue
+        files.append((item.name, data))
+    return files, transcripts, errors
+
+
+def _folder_stamp(model: str) -> float:
+    """Latest modification time in a local model folder (0 otherwise), so new weights there start a new job."""
+    from pathlib import Path
+
+    folder = Path(model).expanduser() if model else None
+    if folder is None or not folder.is_dir():
+        return 0.0
+    return max((f.stat().st_mtime for f in folder.iterdir() if f.is_file()), default=0.0)
+
+
+def _input_problems(kind: str, model: str, files: list, transcripts: list[str]) -> list[str]:
+    """What keeps the job from running, said before it starts: a model field that names no model here,
+    too many files, WAV files without transcripts for real weights."""
+    from core.analyses.topk.modalities import MAX_UPLOADS
+    from core.validate import model_source
+
+    problems = []
+    if model:
+        try:
+            model_source(model)
+        except ValueError as err:
+            problems.append(str(err))
+    if len(files) > MAX_UPLOADS:
+        problems.append(f"At most {MAX_UPLOADS} uploaded files at once ({len(files)} given).")
+    if kind == "whisper" and model and len(transcripts) < len(files):
+        problems.append(f"Give one transcript per WAV file ({len(files)} files, {len(transcripts)} transcripts).")
+    return problems
+
+
+def modalities_tab() -> None:
+    """Saturation, rank order, strict τ and probing for a ViT or a Whisper decoder (tiny demo or your weights)."""
+    st.caption(
+        "The same definitions for other modalities. ViT: the class token after every encoder layer through the final "
+        "layernorm and the classifier head (one position per image). Whisper: every transcript position after every "
+        "decoder layer through the decoder's final layer norm and proj_out, teacher-forced on the transcript, the "
+        "encoder reading the audio's log-mel features. Inputs: seeded generated images (gradients, shapes, noise) "
+        "or audio (tones, chirps, noise), plus your uploads.")
+    c = st.columns([2, 3, 1, 1, 1, 1])
+    kind = c[0].radio("Model", list(KIND_LABELS), format_func=KIND_LABELS.get, key="w_topk_mod_kind")
+    model = c[1].text_input("Weights: hub id or local folder (blank = tiny random-init demo)", key="w_topk_mod_model",
+                            placeholder="e.g. google/vit-base-patch16-224 or ./whisper-tiny").strip()
+    n = int(c[2].number_input("Generated inputs", 0, 5000, 100, key="w_topk_mod_n"))
+    k = int(c[3].number_input("k", 2, 20, 5, key="w_topk_mod_k"))
+    tasks = int(c[4].number_input("Probing tasks", 2, 20, 3, key="w_topk_mod_tasks",
+                                  help="The paper: 5 for ViT-L (chance 20 %), 4 for Whisper (25 %). The tiny demo "
+                                       "rarely orders more than 3 ranks, so fewer tasks give a probe at all."))
+    seed = int(c[5].number_input("Seed", 0, 2**31 - 1, 0, key="w_topk_mod_seed"))
+    tasks = min(tasks, k)
+    if not model:
+        st.info("Blank weights: a tiny random-init model (random-init demo: no weights offline). Its numbers show "
+                "the method at work, not what a trained model does. Give a local folder (or a model already in the "
+                "Hugging Face cache) for real weights; nothing can be downloaded here.")
+    files, transcripts, errors = _uploads(kind)
+    errors += _input_problems(kind, model, files, transcripts)
+    for message in errors:
+        st.error(message)
+    if n + len(files) < 1:
+        st.warning("Nothing to analyse: generate at least one input or upload files.")
+    digest = hashlib.sha256(b"".join(hashlib.sha256(d).digest() for _, d in files) + "\n".join(transcripts).encode())
+    key = stable_key("topk-more-job", section=kind, model=model, stamp=_folder_stamp(model), n=n, k=k, tasks=tasks,
+                     seed=seed, inputs=digest.hexdigest(), version=VERSION)
+    frames = _job(key, kind, f"Top-k: {KIND_LABELS[kind]}",
+                  lambda progress: run_modality(kind, model or None, n, k, seed, progress, files=files,
+                                                transcripts=transcripts, n_tasks=tasks),
+                  disabled=bool(errors) or n + len(files) < 1)
+    if frames is not None:
+        show_modality(frames, kind)
+
+
+def show_modality(frames: dict[str, pd.DataFrame], kind: str) -> None:
+    s, tau = frames["summary"].iloc[0], frames["kendall"].iloc[0]
+    if s.random_init:
+        st.warning(f"{s.model}: untrained weights, for demonstration only.")
+    st.caption(f"{s.model}, {s.n_layers} layers, k = {s.k}, {len(frames['inputs'])} inputs. {s.notes}. Strict "
+               f"Kendall's τ over {tau.evaluated} kept positions with k* ≥ 3: **mean τ = {tau.mean_tau:.3f}**, "
+               f"permuted mean {tau.perm_mean:.3f}, **p = {p_text(tau.p)}** ({tau.n_perm} permutations).")
+    left, right = st.columns(2)
+    with left:
+        st.markdown("**Rank vs saturation order** (kept positions)")
+        show_chart(modal_rank_chart(frames["rank_order"]), frames["rank_order"], f"topk_{kind}_rank_order")
+    with right:
+        st.markdown("**Task probe: residual vs random-feature control** (dashed: chance)")
+        if len(frames["probe"]):
+            show_chart(modal_probe_chart(frames["probe"]), frames["probe"], f"topk_{kind}_probe")
+        else:
+            st.info("Too few labelled examples for the probe: use more inputs (or a smaller k).")
+    tables_expander(frames, f"topk_{kind}")
