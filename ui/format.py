@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from core.layers import after_block, layer_label  # noqa: F401  (the pages' labels come from the one convention)
+
 
 def show_token(text: str) -> str:
     """Make whitespace visible: ' Paris' -> '·Paris', newline -> '\\n' (glyphs every font has)."""
@@ -10,9 +12,6 @@ def show_token(text: str) -> str:
     return text.replace(" ", "·").replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
 
 
-def layer_label(layer: int) -> str:
-    """0 -> 'emb', l -> 'l' (the output of block l)."""
-    return "emb" if int(layer) == 0 else str(int(layer))
 
 
 def strided_layers(n_layers: int, stride: int) -> list[int]:

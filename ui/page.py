@@ -1,0 +1,56 @@
+"""The page frame every page runs in: page config, the shared sidebar, the title, and the URL written on every exit.
+
+    with page("Top-k order", ":material/format_list_numbered:", topk_view.URL_KEYS, caption="...") as selection:
+        ...  # the page's views; ``stop_page("why")`` ends the page early, the URL is written all the same
+
+The URL keeps the model and prompt plus the page's own ``url_keys``, whether the body finishes, stops early
+(``stop_page``, ``st.stop``) or fails, so a copied link always reopens the view the researcher saw.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator, Sequence
+
+import streamlit as st
+
+from ui.sidebar import Selection, sidebar
+from ui.state import write_url
+
+SHARED_KEYS: tuple[str, ...] = ("model", "prompt")
+
+
+class StopPage(Exception):
+    """Raised by :func:`stop_page`: the rest of the page body is skipped, the frame still writes the URL."""
+
+
+def stop_page(message: str | None = None, kind: str = "error") -> None:
+    """End the page here, showing ``message`` (as st.error, st.warning or st.info) if given."""
+    if message:
+        getattr(st, kind)(message)
+    raise StopPage(message or "")
+
+
+@contextmanager
+def page(title: str, icon: str, url_keys: Sequence[str] = (), *, heading: str | None = None,
+         caption: str = "", require_model: bool = True) -> Iterator[Selection | None]:
+    """Frame one page: config, sidebar, title (``heading`` or ``title``) and caption, then the body.
+
+    Yields the sidebar's selection. With ``require_model`` (the default) a model that failed to load ends the page
+    after the sidebar has said why; without it the body gets ``None`` and decides (the Home page shows its links).
+    """
+    st.set_page_config(page_title=title if title == "Layerscope" else f"{title} · Layerscope", page_icon=icon,
+                       layout="wide")
+    keys = [*SHARED_KEYS, *(k for k in url_keys if k not in SHARED_KEYS)]
+    try:
+        selection = sidebar()
+        st.title(heading or title)
+        if caption:
+            st.caption(caption)
+        if selection is None and require_model:
+            st.stop()  # before the body: a context manager cannot skip it, st.stop ends the script (URL still written)
+        yield selection
+    except StopPage:
+        pass
+    finally:
+        write_url(keys)
