@@ -59,8 +59,9 @@ def peak_rss_gb() -> float:
 
 def wiki_ids(tokenizer: Any, n_tokens: int) -> list[int]:
     """Exactly ``n_tokens`` ids: the start of the first bundled Wikipedia article that has that many."""
+    # in the measuring child process only, so each peak-memory figure is its own
     from gensim.corpora.wikicorpus import extract_pages, filter_wiki
-    from gensim.test.utils import datapath
+    from gensim.test.utils import datapath  # in the measuring child process only, so each peak-memory figure is its own
 
     with bz2.BZ2File(datapath(WIKI)) as dump:
         for title, markup, _ in extract_pages(dump):
@@ -75,9 +76,12 @@ def wiki_ids(tokenizer: Any, n_tokens: int) -> list[int]:
 
 
 def _session() -> Any:
-    import torch
+    import torch  # in the measuring child process only, so each peak-memory figure is its own
+
+    # in the measuring child process only, so each peak-memory figure is its own
     from transformers.utils import logging as hf_logging
 
+    # in the measuring child process only, so each peak-memory figure is its own
     from core.model.loading import ModelSpec
     from core.model.session import ModelSession
 
@@ -88,8 +92,9 @@ def _session() -> Any:
 
 def layerscope_stats(session: Any, ids: list[int]) -> Any:
     """One forward pass, then every statistic in one chunked pass over layers x positions."""
-    import torch
+    import torch  # in the measuring child process only, so each peak-memory figure is its own
 
+    # in the measuring child process only, so each peak-memory figure is its own
     from core.lenses.stats import lens_stats
 
     trace = session.trace(torch.tensor(ids))
@@ -98,7 +103,9 @@ def layerscope_stats(session: Any, ids: list[int]) -> Any:
 
 def tuned_lens_stats(session: Any, ids: list[int], targets: list[int]) -> tuple[Any, dict[str, np.ndarray]]:
     """tuned-lens's logit-lens trajectory and its five statistics ([layer+1, pos] each)."""
-    from tuned_lens.nn import LogitLens
+    from tuned_lens.nn import LogitLens  # in the measuring child process only, so each peak-memory figure is its own
+
+    # in the measuring child process only, so each peak-memory figure is its own
     from tuned_lens.plotting import PredictionTrajectory
 
     traj = PredictionTrajectory.from_lens_and_model(

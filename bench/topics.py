@@ -19,22 +19,23 @@ import time
 
 import numpy as np
 
-from core.analyses.topics.neuron import TopicParams
-from core.analyses.topics.corpus import corpus_documents, count_corpus, npmi_matrix
-from core.analyses.topics.word_sets import best_topic, star_heuristic
 from core.analyses.topics.cached_runs import _scan, prepare
+from core.analyses.topics.corpus import corpus_documents, count_corpus, npmi_matrix
+from core.analyses.topics.neuron import TopicParams
 from core.analyses.topics.vocab import extremes, pool_from
+from core.analyses.topics.word_sets import best_topic, star_heuristic
+from core.layers import block_of_layer
 from core.model.loading import ModelSpec
 from core.model.session import ModelSession
 
 log = logging.getLogger("bench.topics")
 
 
-def time_neuron(session: ModelSession, ref, mode: str, layer: int, unit: int, params: TopicParams) -> dict:
-    """Seconds of each step for one neuron (both polarities) and what it found."""
+def time_neuron(session: ModelSession, ref, mode: str, block: int, unit: int, params: TopicParams) -> dict:
+    """Seconds of each step for one neuron of 1-based ``block`` (both polarities) and what it found."""
     out = {"beta": 0.0, "pools": 0.0, "stars": 0.0, "exact": 0.0, "sets": 0, "timeouts": 0}
     start = time.perf_counter()
-    top, bottom = extremes(session, mode, layer, [unit], params.tau)
+    top, bottom = extremes(session, mode, block_of_layer(block), [unit], params.tau)
     out["beta"] = time.perf_counter() - start
     for ranked in (top[0], bottom[0]):
         start = time.perf_counter()
@@ -55,7 +56,7 @@ def time_neuron(session: ModelSession, ref, mode: str, layer: int, unit: int, pa
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--mode", default="hi-c", choices=("hi-c", "hi-i", "lo-c", "lo-i"))
-    parser.add_argument("--block", type=int, default=13, help="1-based block number")
+    parser.add_argument("--block", type=int, default=13, help="block l, 1-based (writes layer l)")
     parser.add_argument("--neurons", type=int, default=10, help="random neurons timed one by one")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scan", action="store_true", help="also time a whole-block scan (minutes)")
@@ -63,7 +64,6 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     session = ModelSession.load(ModelSpec())
     params = TopicParams()
-    layer = args.block - 1
 
     name, docs = corpus_documents(params.corpus)
     start = time.perf_counter()
@@ -76,7 +76,7 @@ def main() -> int:
     units = np.random.default_rng(args.seed).choice(n_units, args.neurons, replace=False).tolist()
     rows = []
     for unit in units:
-        rows.append(time_neuron(session, ref, args.mode, layer, unit, params))
+        rows.append(time_neuron(session, ref, args.mode, args.block, unit, params))
         log.info("unit %d: %s", unit, {k: round(v, 3) for k, v in rows[-1].items()})
     mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
     totals = [r["beta"] + r["pools"] + r["stars"] + r["exact"] for r in rows]
@@ -87,7 +87,7 @@ def main() -> int:
              f"{mean['sets']:.1f} word sets per neuron, {sum(r['timeouts'] for r in rows)} time limits hit"]
     if args.scan:
         start = time.perf_counter()
-        frame = _scan(session, ref, args.mode, layer, params,
+        frame = _scan(session, ref, args.mode, args.block, params,
                       lambda f, m: log.info("scan %s", m) if m.endswith("00 of 1536") else None)
         scan_s = time.perf_counter() - start
         parts.append(f"block scan {len(frame)} units in {scan_s:.0f} s ({1e3 * scan_s / len(frame):.0f} ms/unit)")

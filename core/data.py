@@ -34,7 +34,7 @@ _SPACES = re.compile(r"[ \t]+")
 
 
 def _gensim_path(name: str) -> str:
-    from gensim.test.utils import datapath
+    from gensim.test.utils import datapath  # heavy optional: gensim loads only when a bundled corpus is read
 
     return datapath(name)
 
@@ -59,6 +59,7 @@ def wikipedia_articles() -> tuple[tuple[str, str], ...]:
     stored = cache_dir() / "corpora" / "wikipedia.json"
     if stored.is_file():
         return tuple((t, x) for t, x in json.loads(stored.read_text(encoding="utf-8")))
+    # heavy optional: gensim loads only when a bundled corpus is read
     from gensim.corpora.wikicorpus import extract_pages, filter_wiki
 
     articles = []

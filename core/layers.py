@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from typing import Iterable
 
+import numpy as np
+
 
 def layer_of_block(block_index: int) -> int:
     """0-based block index b (a hook's ``blocks[b]``, a paper's layer b) -> the residual layer it writes, b + 1."""
@@ -63,3 +65,29 @@ def layer_label(layer: int) -> str:
 def after_block(layer: int) -> str:
     """0 -> 'the embeddings', l -> 'after block l' (for captions and tooltips)."""
     return "the embeddings" if int(layer) == 0 else f"after block {int(layer)}"
+
+
+def layers_of_block_array(block_indices: np.ndarray | Iterable[int]) -> np.ndarray:
+    """int array of 0-based block indices b, any shape (e.g. saturation layers [pos, k] computed on a
+    [block, pos, k] stack) -> the same shape of residual layers b + 1: :func:`layer_of_block`, vectorised, for
+    the frames an analysis builds from its 0-based internal arrays."""
+    blocks = np.asarray(block_indices, dtype=np.int64)
+    if blocks.size and int(blocks.min()) < 0:
+        raise ValueError(f"A block index is 0 or more; got {int(blocks.min())}.")
+    return blocks + 1
+
+
+def paper_layer_note(block_index: int) -> str:
+    """A paper's constant quoted as a 0-based block index c -> "the paper's layer c = after block c+1 here".
+
+    For captions that quote a paper: Lioubashevski et al.'s probe starts at their layer 5 (0-based), which is
+    ``paper_layer_note(5)`` = "the paper's layer 5 = after block 6 here"."""
+    return f"the paper's layer {int(block_index)} = {after_block(layer_of_block(block_index))} here"
+
+
+def layer_entering(block: int) -> int:
+    """1-based block l -> the residual layer it reads, l - 1 (0, the embeddings, for block 1).
+
+    Where a unit is injected "into the stream entering block l" (the Neuron topics page's Lo modes), that stream
+    is this layer: the output of block l - 1."""
+    return block_of_layer(block)

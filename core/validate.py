@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from core.paths import cache_dir
+
 BUNDLED = "bundled"
 RANDOM_PREFIX = "random:"
 BUNDLED_DIR = "smollm2-135m-instruct"  # the converted bundled model under cache/models/
@@ -173,8 +175,6 @@ def dims_from_config(config: dict) -> ModelDims | None:
 
 def _config_path(source: str) -> Path | None:
     if source == BUNDLED:
-        from core.paths import cache_dir
-
         path = cache_dir() / "models" / BUNDLED_DIR / "config.json"
         return path if path.is_file() else None
     path = Path(source).expanduser()
@@ -182,7 +182,7 @@ def _config_path(source: str) -> Path | None:
         return path / "config.json" if (path / "config.json").is_file() else None
     if path.suffix.lower() == ".gguf" or looks_like_path(source):
         return None
-    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub import try_to_load_from_cache  # optional: the hub cache is asked only for hub ids
 
     cached = try_to_load_from_cache(source, "config.json")
     return Path(cached) if isinstance(cached, str) else None
@@ -213,7 +213,7 @@ def unit(flag: str, value: int, n_units: int, kind: str) -> int:
 # -- corpora -------------------------------------------------------------------------------------------------
 def corpus_file(path: Path, max_bytes: int = MAX_CORPUS_BYTES) -> list[str]:
     """The texts of a .txt/.jsonl/.csv corpus file (parsed as text, never unpickled)."""
-    from core.data import parse_user_texts
+    from core.data import parse_user_texts  # torch-free module: the corpus parser loads only for a corpus file
 
     if path.is_dir():
         raise ValueError(f"{str(path)!r} is a folder; give a {'/'.join(CORPUS_SUFFIXES)} file.")

@@ -16,8 +16,8 @@ from transformers import AutoConfig, PreTrainedModel, PreTrainedTokenizerFast
 from core.model.loading import ModelSpec, build_random_twin
 from core.model.session import ModelSession
 
-ARCHS: tuple[str, ...] = ("gpt2", "llama", "mistral", "qwen2", "gpt_neox", "gptj", "opt")
-"""Every model family the invariants are checked on."""
+ARCHS: tuple[str, ...] = ("gpt2", "llama", "mistral", "qwen2", "qwen3", "smollm3", "gpt_neox", "gptj", "opt")
+"""Every model family the invariants are checked on: one per entry of core.model.arch.ARCHITECTURES."""
 
 TINY_CONTEXT = 128
 TINY_LAYERS = 3
@@ -46,6 +46,14 @@ _TINY_KWARGS: dict[str, dict[str, Any]] = {
     "qwen2": dict(num_hidden_layers=TINY_LAYERS, hidden_size=TINY_D_MODEL, num_attention_heads=TINY_HEADS,
                   num_key_value_heads=2, intermediate_size=96, max_position_embeddings=TINY_CONTEXT,
                   initializer_range=0.1, use_sliding_window=False),
+    # qwen3: an explicit head_dim (its default is 128) and the per-head q/k norms of the family
+    "qwen3": dict(num_hidden_layers=TINY_LAYERS, hidden_size=TINY_D_MODEL, num_attention_heads=TINY_HEADS,
+                  num_key_value_heads=2, head_dim=TINY_D_MODEL // TINY_HEADS, intermediate_size=96,
+                  max_position_embeddings=TINY_CONTEXT, initializer_range=0.1, use_sliding_window=False),
+    # smollm3: every 3rd block without rotary embeddings (NoPE), so the tiny model has one of each kind
+    "smollm3": dict(num_hidden_layers=TINY_LAYERS, hidden_size=TINY_D_MODEL, num_attention_heads=TINY_HEADS,
+                    num_key_value_heads=2, intermediate_size=96, max_position_embeddings=TINY_CONTEXT,
+                    initializer_range=0.1, no_rope_layer_interval=3, use_sliding_window=False),
     "gpt_neox": dict(num_hidden_layers=TINY_LAYERS, hidden_size=TINY_D_MODEL, num_attention_heads=TINY_HEADS,
                      intermediate_size=96, max_position_embeddings=TINY_CONTEXT, initializer_range=0.1),
     "gptj": dict(n_layer=TINY_LAYERS, n_embd=TINY_D_MODEL, n_head=TINY_HEADS, n_positions=TINY_CONTEXT,

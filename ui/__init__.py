@@ -1,1 +1,1 @@
-"""Streamlit glue shared by the pages. Only ui/cached.py uses st.cache_*; charts.py makes no st calls."""
+"""Streamlit glue shared by the pages. Only ui/cached.py uses st.cache_*; ui/charts/ makes no st calls."""

@@ -5,13 +5,14 @@ from __future__ import annotations
 import streamlit as st
 
 from core.analyses.lens import LensResult, run_lens
-from core.lenses.patchscope import IDENTITY_PROMPT, QUESTION_PROMPT, Patchscope
+from core.lenses import registry
 from core.lenses.base import Lens
-from core.lenses.logit import LogitLens
-from core.model.loading import BUNDLED, ModelSpec, bundled_model_dir
-from core.paths import cache_dir
-from core.model.session import ModelSession
 from core.lenses.learned import TrainedLenses, load_lenses
+from core.lenses.patchscope import IDENTITY_PROMPT, QUESTION_PROMPT
+from core.model.loading import BUNDLED, ModelSpec, bundled_model_dir
+from core.model.session import ModelSession
+from core.paths import cache_dir
+from core.validate import BUNDLED_DIR
 from ui.jobs import JobRegistry
 
 MAX_APP_TOKENS = 2048
@@ -19,7 +20,7 @@ MAX_APP_TOKENS = 2048
 
 def ensure_model_files(spec: ModelSpec) -> None:
     """Convert the bundled model on first use, with a visible progress bar (about 20 s, once)."""
-    if spec.source != BUNDLED or (cache_dir() / "models" / "smollm2-135m-instruct" / "config.json").is_file():
+    if spec.source != BUNDLED or (cache_dir() / "models" / BUNDLED_DIR / "config.json").is_file():
         return
     bar = st.progress(0.0, text="Preparing the bundled model (one time)…")
     bundled_model_dir(lambda fraction, message: bar.progress(min(1.0, fraction), text=message))
@@ -32,13 +33,7 @@ def get_session(spec_key: str) -> ModelSession:
     return ModelSession.load(ModelSpec.parse(spec_key))
 
 
-LENS_NAMES = {
-    "logit": "Logit lens",
-    "tuned": "Tuned lens (Belrose; trained here)",
-    "affine": "Affine lens (least squares, Patchscopes baseline)",
-    "identity": "Token-identity patchscope",
-    "question": '"?" patchscope (logitscope)',
-}
+LENS_NAMES = registry.LABELS  # name -> display label, in the pickers' order
 DEFAULT_TARGET_PROMPTS = {"identity": IDENTITY_PROMPT, "question": QUESTION_PROMPT}
 
 
@@ -55,20 +50,18 @@ def trained_lenses(spec_key: str) -> TrainedLenses | None:
 
 
 def build_lens(spec_key: str, name: str, target_prompt: str = "") -> Lens:
-    """A lens by name; ValueError (with what to do) when a learned lens is not trained yet."""
-    session = get_session(spec_key)
-    if name == "logit":
-        return LogitLens(session.adapter)
-    if name in ("identity", "question"):
-        return Patchscope(session, target_prompt or DEFAULT_TARGET_PROMPTS[name], name)
-    if name in ("tuned", "affine"):
-        trained = trained_lenses(spec_key)
-        lens = None if trained is None else getattr(trained, name)
-        if lens is None:
-            raise ValueError(f"The {LENS_NAMES[name].split(' (')[0].lower()} is not trained for this model yet: "
-                             "train it in the panel below (about 4 minutes on 2 CPU cores).")
-        return lens
-    raise ValueError(f"Unknown lens {name!r}; choose from {', '.join(LENS_NAMES)}.")
+    """A lens by name (core.lenses.registry), the learned ones from :func:`trained_lenses`; ValueError (with what
+    to do) when a learned lens is not trained yet."""
+    try:
+        return registry.build_lens(get_session(spec_key), name, target_prompt, lambda: trained_lenses(spec_key))
+    except registry.LensNotTrained as err:
+        raise ValueError(err.with_hint("train it in the panel below (about 4 minutes on 2 CPU cores).")) from err
+
+
+def lens_identity(spec_key: str, name: str, target_prompt: str = "") -> str:
+    """What results of lens ``name`` depend on besides the model (:func:`core.lenses.registry.lens_identity`):
+    the key part that ties a cached result to the trained weights or the target prompt."""
+    return registry.lens_identity(build_lens(spec_key, name, target_prompt))
 
 
 @st.cache_data(max_entries=48, show_spinner="Running the model and the lens…")

@@ -10,13 +10,15 @@ import streamlit as st
 
 
 def _png(chart: alt.TopLevelMixin) -> bytes:
-    import vl_convert as vlc
+    """The chart as a PNG at twice the screen size."""
+    import vl_convert as vlc  # heavy (a bundled JavaScript engine): loaded only when an image is downloaded
 
     return vlc.vegalite_to_png(chart.to_json(), scale=2)
 
 
 def _svg(chart: alt.TopLevelMixin) -> str:
-    import vl_convert as vlc
+    """The chart as SVG text."""
+    import vl_convert as vlc  # heavy (a bundled JavaScript engine): loaded only when an image is downloaded
 
     return vlc.vegalite_to_svg(chart.to_json())
 

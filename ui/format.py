@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from core.layers import after_block, layer_label  # noqa: F401  (the pages' labels come from the one convention)
 
 
@@ -10,8 +12,6 @@ def show_token(text: str) -> str:
     if text == "":
         return "(empty)"
     return text.replace(" ", "·").replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
-
-
 
 
 def strided_layers(n_layers: int, stride: int) -> list[int]:
@@ -24,11 +24,10 @@ def strided_layers(n_layers: int, stride: int) -> list[int]:
 
 
 def auto_stride(n_layers: int, max_rows: int = 32) -> int:
+    """The smallest stride that keeps a heatmap of layers 0..n_layers near ``max_rows`` rows (plus the last layer)."""
     return max(1, -(-(n_layers + 1) // max_rows))
 
 
 def p_text(p: float | None) -> str:
     """A p-value for captions: 'n/a' when missing, two significant digits, scientific below 0.001."""
-    import math
-
     return "n/a" if p is None or not math.isfinite(p) else f"{p:.2g}" if p >= 1e-3 else f"{p:.1e}"

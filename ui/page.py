@@ -4,13 +4,15 @@
         ...  # the page's views; ``stop_page("why")`` ends the page early, the URL is written all the same
 
 The URL keeps the model and prompt plus the page's own ``url_keys``, whether the body finishes, stops early
-(``stop_page``, ``st.stop``) or fails, so a copied link always reopens the view the researcher saw.
+(``stop_page``) or fails, so a copied link always reopens the view the researcher saw. Bodies end early with
+``stop_page``, never ``st.stop``: once a stop is requested Streamlit refuses every further message, the URL update
+included, so the frame writes the URL first and only then calls ``st.stop`` itself (a model that failed to load).
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator, Sequence
+from typing import Iterator, NoReturn, Sequence
 
 import streamlit as st
 
@@ -24,7 +26,7 @@ class StopPage(Exception):
     """Raised by :func:`stop_page`: the rest of the page body is skipped, the frame still writes the URL."""
 
 
-def stop_page(message: str | None = None, kind: str = "error") -> None:
+def stop_page(message: str | None = None, kind: str = "error") -> NoReturn:
     """End the page here, showing ``message`` (as st.error, st.warning or st.info) if given."""
     if message:
         getattr(st, kind)(message)
@@ -48,7 +50,8 @@ def page(title: str, icon: str, url_keys: Sequence[str] = (), *, heading: str | 
         if caption:
             st.caption(caption)
         if selection is None and require_model:
-            st.stop()  # before the body: a context manager cannot skip it, st.stop ends the script (URL still written)
+            write_url(keys)  # now: after st.stop the URL can no longer be written
+            st.stop()  # before the body: a context manager cannot skip its body, st.stop ends the script
         yield selection
     except StopPage:
         pass

@@ -42,6 +42,7 @@ def url_list(name: str, default: list[str]) -> list[str]:
 
 
 def set_value(name: str, value: Any) -> None:
+    """Store ``value`` as the current value of ``name`` (written to the URL at the end of the run)."""
     st.session_state[_state_key(name)] = value
 
 

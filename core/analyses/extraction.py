@@ -19,10 +19,12 @@ from typing import Mapping, Sequence
 import pandas as pd
 import torch
 
+from core.cache import cached
 from core.lenses.base import Lens
-from core.progress import Progress, no_progress
+from core.lenses.registry import lens_identity
 from core.lenses.stats import output_logits, readout_logits
 from core.model.session import ModelSession
+from core.progress import Progress, no_progress
 
 SUMMARY_COLUMNS = ["layer", "method", "precision_at_1", "surprisal_patched", "surprisal_original", "n"]
 
@@ -115,9 +117,8 @@ def qualitative_checks(summary: pd.DataFrame) -> list[dict]:
 def run_extraction(session: ModelSession, texts: Sequence[str], lenses: Mapping[str, Lens], seed: int = 0,
                    progress: Progress = no_progress) -> pd.DataFrame:
     """:func:`extraction_rows`, stored in the disk cache (keyed by model, texts, seed and lenses)."""
-    from core.cache import cached
 
     digest = hashlib.sha256("\x00".join(texts).encode("utf-8")).hexdigest()
-    lens_ids = {name: getattr(lens, "version", "") or getattr(lens, "target_prompt", "") for name, lens in lenses.items()}
+    lens_ids = {name: lens_identity(lens) for name, lens in lenses.items()}
     return cached("extraction", lambda: extraction_rows(session, texts, lenses, seed, progress),
                   model=session.identity(), texts=digest, seed=seed, lenses=lens_ids)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from core.analyses.params import DEFAULT_TOP_K, MAX_TOP_K
 from core.lenses.base import Lens
 from core.lenses.logit import LogitLens
 from core.lenses.stats import LensStats, lens_stats
@@ -56,7 +57,7 @@ class LensResult:
     notes: tuple[str, ...] = ()
 
 
-def run_lens(session: ModelSession, prompt: str, lens: Lens | None = None, top_k: int = 10,
+def run_lens(session: ModelSession, prompt: str, lens: Lens | None = None, top_k: int = DEFAULT_TOP_K,
              targets: list[str] | None = None, layers: list[int] | None = None,
              trace: Trace | None = None, target_ids: list[int] | None = None) -> LensResult:
     """Trace ``prompt`` once and reduce it under ``lens`` (default: logit lens).
@@ -64,8 +65,8 @@ def run_lens(session: ModelSession, prompt: str, lens: Lens | None = None, top_k
     Targets are typed strings (``targets``, each resolved to one token) and/or token ids (``target_ids``);
     with neither, each position's target is the model's final top-1 there.
     """
-    if not 1 <= int(top_k) <= 100:
-        raise ValueError("Top-k must be between 1 and 100.")
+    if not 1 <= int(top_k) <= MAX_TOP_K:
+        raise ValueError(f"Top-k must be between 1 and {MAX_TOP_K}.")
     trace = trace or session.trace(prompt)
     choices = [resolve_target(session, t) for t in (targets or [])]
     ids = [c.token_id for c in choices] + [int(i) for i in (target_ids or [])] or None

@@ -1,15 +1,17 @@
-"""Shared pieces of the command line (``python -m core``): tables to stdout, sessions, progress bars.
+"""Shared pieces of the command line (``python -m core``): defaults, tables to stdout, sessions, progress bars.
 
-Each analysis's subcommand lives in ``core/cli_<analysis>.py`` with ``register(subparsers)``; they use these.
+Each module of :mod:`core.cli` adds its subcommand(s) with ``register(subparsers)``; they use these.
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
 import logging
 import os
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from core import validate
 
@@ -20,6 +22,30 @@ if TYPE_CHECKING:  # pandas, torch and transformers load only once the input is 
     from core.validate import ModelDims
 
 log = logging.getLogger("layerscope")
+FORMATS = ("json", "csv")
+
+
+def default_of(params: type, name: str) -> Any:
+    """The default of field ``name`` of the dataclass ``params``: a flag's default is the analysis's own, never
+    retyped here (so a flag left out gives the same parameters, and cache keys, as the page)."""
+    for field in dataclasses.fields(params):
+        if field.name == name:
+            if field.default is not dataclasses.MISSING:
+                return field.default
+            if field.default_factory is not dataclasses.MISSING:
+                return field.default_factory()
+            raise ValueError(f"{params.__name__}.{name} has no default.")
+    raise ValueError(f"{params.__name__} has no field {name!r}.")
+
+
+def add_model(parser: argparse.ArgumentParser, help: str | None = None) -> None:
+    """``--model`` (default: the bundled model)."""
+    parser.add_argument("--model", default=validate.BUNDLED, help=help)
+
+
+def add_format(parser: argparse.ArgumentParser) -> None:
+    """``--format json|csv`` of the printed table."""
+    parser.add_argument("--format", choices=FORMATS, default=FORMATS[0])
 
 
 def print_frame(frame: "pd.DataFrame", fmt: str) -> None:
@@ -35,13 +61,14 @@ def quiet_transformers() -> None:
     """No transformers / hub progress bars or info logs on stderr (imports transformers: call it late)."""
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    # after the checks: torch and the analysis load only for valid input
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
 
 
 def load_session(model: str) -> "ModelSession":
-    from core.model.loading import ModelSpec
+    from core.model.loading import ModelSpec  # after the checks: torch and the analysis load only for valid input
     from core.model.session import ModelSession
 
     quiet_transformers()
@@ -72,7 +99,7 @@ class Bar:
     """tqdm progress on stderr for long work (a core ``progress(fraction, message)`` callback)."""
 
     def __init__(self, label: str) -> None:
-        from tqdm import tqdm
+        from tqdm import tqdm  # after the checks: torch and the analysis load only for valid input
 
         self.bar = tqdm(total=1000, desc=label, file=sys.stderr, leave=False,
                         bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")

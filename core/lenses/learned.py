@@ -14,6 +14,7 @@ from safetensors.torch import load_file, save_file
 from tuned_lens.nn import TunedLens as PackageTunedLens
 from tuned_lens.nn import TunedLensConfig
 
+from core.cache import weight_fingerprint
 from core.model.session import ModelSession
 from core.paths import cache_dir
 
@@ -37,7 +38,6 @@ class TunedLens:
     @property
     def version(self) -> str:
         """Fingerprint of the translators (cache keys of results computed with this lens)."""
-        from core.cache import weight_fingerprint
 
         return weight_fingerprint(self.lens.layer_translators)
 
@@ -86,7 +86,7 @@ class TrainedLenses:
 
 def new_package_lens(session: ModelSession) -> PackageTunedLens:
     """An identity-initialised ``tuned_lens`` TunedLens for this model (any supported architecture)."""
-    from tuned_lens.nn.unembed import Unembed
+    from tuned_lens.nn.unembed import Unembed  # heavy optional: the tuned-lens package only for its Unembed wrapper
 
     unembed = Unembed.__new__(Unembed)
     torch.nn.Module.__init__(unembed)

@@ -7,6 +7,7 @@ from typing import Sequence
 import torch
 
 from core.model.arch import Adapter
+from core.model.hooks import residual_patch
 
 IDENTITY_PROMPT = "cat -> cat\n1135 -> 1135\nhello -> hello\n?"
 QUESTION_PROMPT = "?"
@@ -42,7 +43,7 @@ class Patchscope:
 
     def patch_positions(self, vectors: torch.Tensor, layers: Sequence[int]) -> torch.Tensor:
         """[layer, d_model] source vectors -> [layer, vocab] logits at the last target position."""
-        session, adapter = self.session, self.session.adapter
+        session = self.session
         batch = len(layers)
         ids = self.target_ids.to(session.device)[None].expand(batch, -1)  # [layer, target_pos]
         last = ids.shape[1] - 1
@@ -50,46 +51,12 @@ class Patchscope:
         for row, layer in enumerate(layers):
             rows_by_layer.setdefault(int(layer), []).append(row)
         vectors = vectors.to(session.device, session.model.dtype)
-
-        def patch(hidden: torch.Tensor, layer: int) -> torch.Tensor:
-            rows = torch.tensor(rows_by_layer[layer], device=hidden.device)
-            hidden = hidden.clone()
-            hidden[rows, last] = vectors[rows]
-            return hidden
-
-        handles = []
-        with session.lock, torch.no_grad():
-            try:
-                for layer in rows_by_layer:
-                    if layer == 0:
-                        handles.append(adapter.blocks[0].register_forward_pre_hook(
-                            _pre_patcher(lambda h: patch(h, 0)), with_kwargs=True))
-                    else:
-                        handles.append(adapter.blocks[layer - 1].register_forward_hook(
-                            _post_patcher(lambda h, layer=layer: patch(h, layer))))
-                out = session.model(ids, logits_to_keep=1)
-            finally:
-                for handle in handles:
-                    handle.remove()
+        # residual layer l (0 = embeddings) of the rows that read layer l, at the last target position
+        patches = [residual_patch(layer, vectors[rows], position=last, rows=rows)
+                   for layer, rows in rows_by_layer.items()]
+        with session.hooks(patches=patches):
+            out = session.model(ids, logits_to_keep=1)
         return out.logits[:, -1]  # [layer, vocab]
-
-
-def _pre_patcher(edit):
-    def hook(_module, args, kwargs):
-        if args:
-            return (edit(args[0]), *args[1:]), kwargs
-        kwargs = dict(kwargs)
-        kwargs["hidden_states"] = edit(kwargs["hidden_states"])
-        return args, kwargs
-    return hook
-
-
-def _post_patcher(edit):
-    def hook(_module, _inputs, output):
-        if isinstance(output, tuple):
-            return (edit(output[0]), *output[1:])
-        return edit(output)
-    return hook
 
 
 def identity_patchscope(session, target_prompt: str = IDENTITY_PROMPT) -> Patchscope:

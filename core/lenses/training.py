@@ -5,33 +5,22 @@ from __future__ import annotations
 import logging
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Sequence
 
 import numpy as np
 import torch
 from tuned_lens.nn import TunedLens as PackageTunedLens
 
+from core.data import corpus_texts, lens_training_texts
 from core.lenses.learned import AffineLens, TrainedLenses, TunedLens, new_package_lens
 from core.lenses.logit import LogitLens
+from core.lenses.params import TrainingConfig  # torch-free (the CLI's defaults)
 from core.lenses.stats import lens_stats
 from core.model.session import ModelSession
 from core.progress import Progress, no_progress
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TrainingConfig:
-    corpus: str = "wikipedia"
-    n_train_tokens: int = 12_288
-    seq_len: int = 256
-    kl_seconds: float = 120.0
-    batch_tokens: int = 96
-    lr: float = 1e-3
-    n_eval_texts: int = 8
-    eval_seq_len: int = 128
-    seed: int = 0
 
 
 # -- data ------------------------------------------------------------------------------------------
@@ -126,7 +115,6 @@ def mean_kl_by_layer(session: ModelSession, lens, texts: Sequence[str], seq_len:
 # -- the whole recipe ------------------------------------------------------------------------------
 def training_split(cfg: TrainingConfig) -> tuple[list[str], list[str]]:
     """(training texts, held-out texts): both from the corpus's lens-training tenth, shuffled by seed."""
-    from core.data import corpus_texts, lens_training_texts
 
     texts = lens_training_texts(corpus_texts(cfg.corpus))
     random.Random(cfg.seed).shuffle(texts)

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
-from core.model.arch import LAYOUTS, supported_model_types
+from core.model.arch import supported_model_types
 from core.paths import cache_dir
 from core.progress import Progress, no_progress
 from core.validate import BUNDLED, BUNDLED_DIR, RANDOM_PREFIX, model_source, split_model  # noqa: F401
@@ -162,7 +162,7 @@ def _load_config(source: str, extra: dict, spec: ModelSpec):
 
 def _check_supported(config) -> None:
     model_type = getattr(config, "model_type", None)
-    if model_type not in LAYOUTS:
+    if model_type not in supported_model_types():
         raise ModelLoadError(
             f"Model type '{model_type}' is not supported yet. Supported: {', '.join(supported_model_types())}."
         )

@@ -1,26 +1,30 @@
-"""One forward pass, captured: ``ModelSession.trace(prompt) -> Trace``.
+"""One forward pass, captured: ``ModelSession.trace(prompt) -> Trace``; and the session's hook context.
 
-Hooks are registered inside a per-model lock and always removed, so Streamlit sessions sharing one
-cached model in several threads get exactly what they would get one at a time. A Trace is frozen and
-holds no reference to hooks; the session stores nothing about past traces.
+Every hook of Layerscope goes through :meth:`ModelSession.hooks` (the requests of :mod:`core.model.hooks`): it
+registers them inside the per-model lock and always removes them, so Streamlit sessions sharing one cached model
+in several threads get exactly what they would get one at a time. A Trace is frozen and holds no reference to
+hooks; the session stores nothing about past traces.
 """
 
 from __future__ import annotations
 
 import inspect
 import threading
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Iterator
+from dataclasses import dataclass
+from typing import ContextManager, Sequence
 
 import torch
 from torch import nn
 
+from core.cache import weight_fingerprint
 from core.model.arch import Adapter
+from core.model.hooks import Capture, Captured, Patch, hooked, residual_captures
 from core.model.loading import ModelSpec, load_model
 from core.progress import Progress, no_progress
 
 CAPTURABLE = ("attn_patterns", "head_z", "attn_out", "mlp_out", "neurons")
+_TRACE_SITES = {"head_z": "attn_z", "attn_out": "attn_out", "mlp_out": "mlp_out", "neurons": "mlp_act"}
+"""Trace field -> the hook site it is read from (attention patterns come from the model's own output)."""
 
 
 @dataclass(frozen=True)
@@ -54,22 +58,6 @@ class Trace:
         return self.resid.shape[1]
 
 
-@dataclass
-class _Capture:
-    """Per-call scratch space the hooks write into (never shared between calls)."""
-
-    embeddings: torch.Tensor | None = None
-    blocks: dict[int, torch.Tensor] = field(default_factory=dict)
-    head_z: dict[int, torch.Tensor] = field(default_factory=dict)
-    attn_out: dict[int, torch.Tensor] = field(default_factory=dict)
-    mlp_out: dict[int, torch.Tensor] = field(default_factory=dict)
-    neurons: dict[int, torch.Tensor] = field(default_factory=dict)
-
-
-def _first_tensor(value) -> torch.Tensor:
-    return value[0] if isinstance(value, (tuple, list)) else value
-
-
 class ModelSession:
     """Owns a model, its tokenizer and adapter; cached per full :class:`ModelSpec`."""
 
@@ -90,8 +78,6 @@ class ModelSession:
     def identity(self) -> str:
         """Spec key plus a fingerprint of the weights: what disk-cache keys use for "this model"."""
         if self._identity is None:
-            from core.cache import weight_fingerprint
-
             self._identity = f"{self.spec.key()}#{weight_fingerprint(self.model)}"
         return self._identity
 
@@ -147,6 +133,17 @@ class ModelSession:
         vocab = self.vocab_strings()
         return tuple(vocab[int(i)] for i in ids)
 
+    # -- hooks -------------------------------------------------------------------------------
+    def hooks(self, captures: Sequence[Capture] = (), patches: Sequence[Patch] = (),
+              stop_early: bool = False) -> ContextManager[Captured]:
+        """``with session.hooks(captures, patches) as got: session.model(...)``: the one way to hook this model.
+
+        Takes the session's lock, registers the requests (:mod:`core.model.hooks`: plain data, 0-based blocks or
+        residual layers), runs the body under ``torch.no_grad()`` and always removes the hooks. ``got`` holds the
+        captured tensors once the body has run; ``stop_early`` ends the pass after the last capture.
+        """
+        return hooked(self.adapter, self.lock, captures, patches, stop_early)
+
     # -- tracing -------------------------------------------------------------------------------
     def trace(self, prompt: str | torch.Tensor, capture: tuple[str, ...] = ()) -> Trace:
         """Run ONE forward pass on ``prompt`` (text or [pos] ids) and return what it captured."""
@@ -154,19 +151,21 @@ class ModelSession:
         if unknown:
             raise ValueError(f"Unknown capture {sorted(unknown)}; choose from {CAPTURABLE}.")
         ids = self.tokenize(prompt) if isinstance(prompt, str) else self._check_ids(prompt)
-        cap = _Capture()
-        with self.lock, torch.no_grad(), self._hooks(cap, capture, ids.numel()):
+        n = self.adapter.n_layers
+        requests = residual_captures(range(n + 1), row=0) + tuple(
+            Capture(_TRACE_SITES[name], tuple(range(n)), row=0) for name in CAPTURABLE
+            if name in capture and name in _TRACE_SITES)
+        with self.hooks(requests) as got:
             out = self.model(ids[None].to(self.device), output_attentions="attn_patterns" in capture,
                              **self._skip_logits)
-        return self._build_trace(ids, cap, capture, out)
+        return self._build_trace(ids, got, capture, out)
 
-    def _build_trace(self, ids: torch.Tensor, cap: _Capture, capture: tuple[str, ...], out) -> Trace:
+    def _build_trace(self, ids: torch.Tensor, got: Captured, capture: tuple[str, ...], out) -> Trace:
         n = self.adapter.n_layers
-        assert cap.embeddings is not None and len(cap.blocks) == n, "hooks did not fire on every block"
-        resid = torch.stack([cap.embeddings] + [cap.blocks[i] for i in range(n)])  # [layer+1, pos, d_model]
+        resid = got.residual(range(n + 1))  # [layer+1, pos, d_model]
 
-        def stacked(store: dict[int, torch.Tensor], name: str) -> torch.Tensor | None:
-            return torch.stack([store[i] for i in range(n)]) if name in capture else None
+        def stacked(name: str) -> torch.Tensor | None:
+            return got.stack(_TRACE_SITES[name], range(n)) if name in capture else None  # [layer, pos, d]
 
         patterns = None
         if "attn_patterns" in capture:
@@ -176,48 +175,12 @@ class ModelSession:
             tokens=self.token_strings(ids),
             resid=resid,
             attn_patterns=patterns,
-            head_z=stacked(cap.head_z, "head_z"),
-            attn_out=stacked(cap.attn_out, "attn_out"),
-            mlp_out=stacked(cap.mlp_out, "mlp_out"),
-            neurons=stacked(cap.neurons, "neurons"),
+            head_z=stacked("head_z"),
+            attn_out=stacked("attn_out"),
+            mlp_out=stacked("mlp_out"),
+            neurons=stacked("neurons"),
             model_key=self.spec.key(),
         )
-
-    @contextmanager
-    def _hooks(self, cap: _Capture, capture: tuple[str, ...], n_pos: int) -> Iterator[None]:
-        """Register the capture hooks; remove them however the pass ends."""
-        handles = []
-        adapter = self.adapter
-
-        def keep(store: dict[int, torch.Tensor], layer: int, tensor: torch.Tensor) -> None:
-            # [batch, pos, d] or, as in OPT's MLP, flattened [batch*pos, d] -> [pos, d]
-            store[layer] = tensor.reshape(-1, n_pos, tensor.shape[-1])[0].detach().float().cpu().clone()
-
-        def on_embed(_module, args, kwargs):
-            hidden = args[0] if args else kwargs["hidden_states"]
-            cap.embeddings = hidden[0].detach().float().cpu().clone()
-
-        try:
-            handles.append(adapter.blocks[0].register_forward_pre_hook(on_embed, with_kwargs=True))
-            for layer, block in enumerate(adapter.blocks):
-                handles.append(block.register_forward_hook(
-                    lambda _m, _i, o, layer=layer: keep(cap.blocks, layer, _first_tensor(o))))
-                if "head_z" in capture:
-                    handles.append(adapter.attn_out(layer).register_forward_pre_hook(
-                        lambda _m, args, layer=layer: keep(cap.head_z, layer, args[0])))
-                if "attn_out" in capture:
-                    handles.append(adapter.attn_out(layer).register_forward_hook(
-                        lambda _m, _i, o, layer=layer: keep(cap.attn_out, layer, _first_tensor(o))))
-                if "mlp_out" in capture:
-                    handles.append(adapter.mlp_out(layer).register_forward_hook(
-                        lambda _m, _i, o, layer=layer: keep(cap.mlp_out, layer, _first_tensor(o))))
-                if "neurons" in capture:
-                    handles.append(adapter.neurons(layer).register_forward_pre_hook(
-                        lambda _m, args, layer=layer: keep(cap.neurons, layer, args[0])))
-            yield
-        finally:
-            for handle in handles:
-                handle.remove()
 
     # -- helpers for analyses ------------------------------------------------------------------
     def head_outputs(self, trace: Trace, layer: int) -> torch.Tensor:

@@ -263,6 +263,7 @@ def test_unknown_model(page: Path) -> None:
     assert not at.exception
     assert any("nonexistent-org/nonexistent-model" in e for e in errors(at)), errors(at)
     assert at.query_params["model"] == "nonexistent-org/nonexistent-model"
+    assert at.query_params["prompt"] == DEFAULT_PROMPT  # not preset: the page frame wrote it, stopped early as it was
 
 
 @pytest.mark.parametrize("page", [HOME, LENS], ids=["home", "lens"])

@@ -2,16 +2,41 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
+import core.lenses.learned
+from ui import cached
+
 ROOT = Path(__file__).resolve().parents[2]
 
 DEPTH = ROOT / "pages" / "3_Depth.py"
+DEFAULT_PROMPT = "The capital of France is"
 pytestmark = pytest.mark.integration
+
+
+def test_untrained_tuned_lens_stops_the_page_and_the_url_is_written(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The page stops early (no sections) after saying what to do; the frame still writes every URL key."""
+    monkeypatch.setattr(core.lenses.learned, "lens_dir", lambda session: tmp_path / "no-lens-here")
+    cached.trained_lenses.clear()
+    try:
+        at = AppTest.from_file(str(DEPTH), default_timeout=300)
+        at.query_params["depth_lens"] = "tuned"
+        at.run()
+    finally:
+        cached.trained_lenses.clear()
+    assert not at.exception, [e.message for e in at.exception]
+    assert at.error and "not trained" in at.error[0].value, [e.value for e in at.error]
+    assert any(b.label.startswith("Train") for b in at.button)
+    assert not at.tabs  # stopped before the sections
+    # model, prompt and seed were not preset: the frame wrote them although the page stopped
+    assert at.query_params["model"] == "bundled" and at.query_params["prompt"] == DEFAULT_PROMPT
+    assert at.query_params["depth_lens"] == "tuned" and at.query_params["depth_seed"] == "42"
 
 
 def test_depth_sections_run_and_the_verdict_is_stated() -> None:
@@ -33,7 +58,14 @@ def test_depth_sections_run_and_the_verdict_is_stated() -> None:
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert finished() == len(small), "some section never finished"
     verdicts = [m.value for m in at.markdown if "function words" in m.value.lower()]
-    assert verdicts and ("holds" in verdicts[0] or "cannot tell" in verdicts[0]), [m.value for m in at.markdown]
+    # The bundled model, seed 7, one example per tag, logit lens: mean l*(1) of function words 11.0 (DET 2, ADP 1,
+    # PUNCT 30) vs content words 28.3 (NOUN 26, VERB 30, ADJ 29). A 17-layer gap: a near-tie decided the other way
+    # by another CPU's kernels can move a first hit, not close that gap, so the verdict is pinned but the means
+    # are only checked to be far apart.
+    assert verdicts and "— holds for this model" in verdicts[0], [m.value for m in at.markdown]
+    means = re.search(r"function (\d+\.\d+) vs content (\d+\.\d+)", verdicts[0])
+    assert means, verdicts[0]
+    assert float(means[2]) - float(means[1]) > 5, verdicts[0]
     claims = [m.value for m in at.markdown if m.value.startswith(":material/")]
     assert len(claims) == 5, claims
     assert at.query_params["depth_seed"] == "7"

@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+import core.lenses.learned
+from ui import cached
+
 ROOT = Path(__file__).resolve().parents[2]
 
 LENS = ROOT / "pages" / "1_Lens.py"
@@ -33,10 +36,7 @@ def test_question_patchscope_side_by_side_with_the_logit_lens() -> None:
     assert at.query_params["lens"] == "question" and at.query_params["lens_b"] == "logit"
 
 
-def test_untrained_tuned_lens_says_what_to_do(tmp_path, monkeypatch) -> None:
-    import core.lenses.learned
-    from ui import cached
-
+def test_untrained_tuned_lens_says_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(core.lenses.learned, "lens_dir", lambda session: tmp_path / "no-lens-here")
     cached.trained_lenses.clear()
     try:

@@ -37,12 +37,21 @@ def test_neuron_topics_page_shows_topics_baseline_and_comparison() -> None:
     assert pools_shown() == 4  # pos and neg, for the unit and for its random baseline
     assert any("Reference corpus" in c.value and "documents" in c.value for c in at.caption)
     assert any("multi-token rule" in c.value for c in at.caption)
+    # 1-based blocks in the labels: block 29 is the one the URL named, its MLP neuron 5
+    assert any(m.value.startswith("**Hi-C** — MLP neuron 5 of block 29:") for m in at.markdown)
+    assert any(c.value.startswith("Every unit of block 29 (1536)") for c in at.caption)
     assert at.radio(key="w_topics_graph").value == "pos"
-    drawn = any("strongest of" in c.value for c in at.caption) and len(at.get("vega_lite_chart")) >= 1
-    assert drawn or any("No NPMI edge" in i.value for i in at.info)
+    # what the bundled model gives: the top-τ pool of block 29 neuron 5 (τ = 400) has NPMI edges among words of
+    # degree >= κ lower (16 when this was pinned), so the graph is drawn
+    assert any("strongest of" in c.value for c in at.caption) and len(at.get("vega_lite_chart")) >= 1
+    assert not any("No NPMI edge" in i.value for i in at.info)
     at.checkbox(key="w_topics_only_sets").check().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
-    assert any("strongest of" in c.value for c in at.caption) or any("in star sets" in i.value for i in at.info)
+    # what the bundled model gives: no word set in either pool of this unit or of its baseline ("0 word sets"),
+    # so no edge joins two star-set words
+    assert all(", 0 word sets" in m.value for m in at.markdown if "pool of" in m.value)
+    assert any("in star sets" in i.value for i in at.info)
+    assert not any("strongest of" in c.value for c in at.caption)
     at.number_input(key="w_topics_cmp_n").set_value(2).run()
     at.button(key="topics_compare").click().run()
     _wait(at, lambda: any("Mann-Whitney" in m.value for m in at.markdown))
@@ -62,6 +71,8 @@ def test_scan_finds_units_and_shows_one_in_the_neuron_tab() -> None:
     _wait(at, lambda: any(e.key == "w_topics_pick" for e in at.selectbox) or any(
         "No unit of this block" in i.value for i in at.info))
     assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any(c.value.startswith("Every unit of block 30 (576)") for c in at.caption)  # lo-i: d_model units
+    assert not any("No unit of this block" in i.value for i in at.info)  # the bundled model's block 30 has some
     pick = at.selectbox(key="w_topics_pick")
     assert pick.options, "the scan listed no unit"
     chosen = int(pick.options[-1].split()[0])

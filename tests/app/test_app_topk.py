@@ -46,6 +46,9 @@ def test_every_section_runs_and_draws_and_the_url_round_trips() -> None:
     assert "Kept by the filter" in captions and "mean τ" in captions
     assert "Pooled probe balanced accuracy" in captions and "Baseline" in captions and "two-proportion" in captions
     assert "random-init twin" in captions
+    # the one layer convention: quoted paper constants (0-based block indices) say what they are here (L = 30)
+    assert "int(0.85·30) = 25 (the paper's layer 25 = after block 26 here" in captions
+    assert "the paper's layer 5 = after block 6 here" in captions and "layer l is the residual stream" in captions
     for name, value in SMALL.items():
         assert at.query_params[name] == [value] or at.query_params[name] == value, name
     at.number_input(key="w_topk_seed").set_value(4).run()

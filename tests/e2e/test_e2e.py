@@ -2,7 +2,8 @@
 
 Pages are discovered from pages/, so a new page is covered without touching this file. Each page must
 finish running with no exception and no error alert on the default input, show its title, and leave a
-full-page screenshot in tests/artifacts/ (git-ignored) for a human to look at.
+full-page screenshot in tests/artifacts/ (git-ignored) for a human to look at. LAYERSCOPE_E2E_WIDTH=1280 (or 1920)
+sets the browser width (default 1400); the screenshots then go to tests/artifacts/w1280/.
 
 Without /usr/bin/chromium the test is skipped, except under CI (CI=true), where it fails instead.
 """
@@ -22,13 +23,14 @@ from typing import Iterator, NamedTuple
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = ROOT / "tests" / "artifacts"
+WIDTH = os.environ.get("LAYERSCOPE_E2E_WIDTH", "")
+ARTIFACTS = ROOT / "tests" / "artifacts" / (f"w{WIDTH}" if WIDTH else "")
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 SERVER_START_S = 90
 PAGE_RUN_MS = 240_000  # the first page load may convert and load the bundled model (about 20-30 s)
-VIEWPORT = {"width": 1400, "height": 1000}
+VIEWPORT = {"width": int(WIDTH or 1400), "height": 1000}
 
 pytestmark = pytest.mark.e2e
 

@@ -13,12 +13,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from numerics import assert_ranks_within_ties, assert_top1_within_ties
 
 from core.analyses.lens import LENS_COLUMNS, first_layer_reaching, resolve_target, run_lens, settling_layer
-from core.model.loading import ModelSpec
 from core.lenses.stats import lens_stats
+from core.model.loading import ModelSpec
 from core.model.session import ModelSession
+
+from numerics import assert_ranks_within_ties, assert_top1_within_ties
 
 pytestmark = pytest.mark.integration
 

@@ -20,7 +20,7 @@ def test_bundled_neuron_topics_end_to_end(bundled_session, capsys: pytest.Captur
     params = TopicParams(time_limit=20)
     ref = prepare(bundled_session, params)
     assert ref.counts.n_words > 400_000 and ref.wmap.scheme.startswith("byte-level")
-    result = unit_result(bundled_session, ref, "hi-c", 12, 5, params)
+    result = unit_result(bundled_session, ref, "hi-c", 13, 5, params)  # block 13, 1-based (was block index 12)
     summary = result.summary.set_index("polarity")
     assert summary.pool_size.between(50, params.tau).all()
     assert (result.pools.groupby("polarity").word.nunique().reindex(summary.index) == summary.pool_size).all()
@@ -38,5 +38,6 @@ def test_bundled_neuron_topics_end_to_end(bundled_session, capsys: pytest.Captur
         assert len(all_words) == len(set(all_words))  # disjoint sets
     assert main(["topics", "--layer", "13", "--neuron", "5", "--time-limit", "20", "--format", "json"]) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert [r["topic"] for r in printed] == sets.topic.tolist()  # exact: the CLI reads the result cached above
+    # exact: the CLI reads the result cached above: --layer 13 is the analysis's block 13
+    assert [r["topic"] for r in printed] == sets.topic.tolist()
     assert main(["topics", "--layer", "31", "--neuron", "5"]) == 2

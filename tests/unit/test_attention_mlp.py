@@ -1,17 +1,20 @@
 """Attention -> MLP (Neo et al.): the linear decomposition adds up exactly, congruence and its filter,
-trimming keeps > 0.8, the active rules on constructed attributions, ablation, the explainer, the CLI, and
-the whole pipeline on the bundled model."""
+trimming keeps > 0.8, the active rules on constructed attributions, ablation, the explainer, the CLI, the
+1-based block numbering shared with Neuron topics, and the whole pipeline on the bundled model.
+
+Frames and the public functions number blocks from 1 (block l writes layer l); functions that index tensors
+(neuron_input, decompose, congruence_top, neuron_acts, ...) take 0-based block indices."""
 
 from __future__ import annotations
 
 import copy
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from numerics import assert_top1_within_ties
 
 from core.analyses.attention_mlp import neurons as amlp
 from core.analyses.attention_mlp import prompts as amlp_prompts
@@ -26,8 +29,12 @@ from core.analyses.attention_mlp.heads import (
 )
 from core.analyses.attention_mlp.passes import ablated_token_probs, bos_prefix, content_ids, neuron_acts, neuron_preacts
 from core.analyses.attention_mlp.pipeline import HeadParams, compute_heads
+from core.analyses.topics.neuron import TopicParams
+from core.analyses.topics.vocab import vocab_logits
 from core.model.loading import ModelSpec
 from core.model.session import ModelSession
+
+from numerics import assert_top1_within_ties
 
 PROMPT = "The capital of Italy is Rome, and the capital of Spain is Madrid."
 DECOMPOSED_ARCHS = ("gpt2", "llama", "qwen2", "gpt_neox", "gptj", "opt")
@@ -113,31 +120,61 @@ def test_space_filter() -> None:
 
 def test_next_token_neurons_are_the_most_congruent_passing_the_filter(make_session) -> None:
     session = make_session("gpt2")
-    neurons = amlp.next_token_neurons(session, [1, 2], per_layer=3)
+    neurons = amlp.next_token_neurons(session, [2, 3], per_layer=3)  # blocks 2 and 3 = block indices 1 and 2
     assert amlp.space_marker(session) == "Ġ"
-    values, tokens = amlp.congruence_top(session, 2)
+    values, tokens = amlp.congruence_top(session, 2)  # block index 2 = block 3
     raw = session.tokenizer.convert_ids_to_tokens(list(range(len(session.vocab_strings()))))
     passing = [n for n in torch.argsort(values, descending=True).tolist()
                if raw[int(tokens[n])].startswith("Ġ") and len(raw[int(tokens[n])]) >= 3][:3]
     # exact: same computation (next_token_neurons sorts the same congruence_top call the same way)
-    assert neurons[neurons.layer == 2].neuron.tolist() == passing
-    assert (neurons.groupby("layer").congruence.diff().dropna() <= 0).all()
+    assert neurons[neurons.block == 3].neuron.tolist() == passing
+    assert (neurons.groupby("block").congruence.diff().dropna() <= 0).all()
     assert neurons.token.str.startswith(" ").all()
 
 
-def test_default_layers_scale_the_papers_choice() -> None:
-    assert amlp.default_layers(12) == [9, 10, 11]
-    assert amlp.default_layers(30) == [26, 27, 28, 29]
-    assert amlp.default_layers(2) == [0, 1]
+def test_default_blocks_scale_the_papers_choice() -> None:
+    # 1-based blocks: the paper's 0-based GPT-2 small layers 9-11 are blocks 10-12 (each value shifted by 1)
+    assert amlp.default_blocks(12) == [10, 11, 12]
+    assert amlp.default_blocks(30) == [27, 28, 29, 30]
+    assert amlp.default_blocks(2) == [1, 2]
 
 
-def test_random_control_and_bad_layers(make_session) -> None:
+def test_random_control_and_bad_blocks(make_session) -> None:
     session = make_session("llama")
-    control = amlp.random_neurons(session, [0, 2], per_layer=4, seed=3)
-    assert len(control) == 8 and set(control.kind) == {"random"}
-    assert control.equals(amlp.random_neurons(session, [0, 2], per_layer=4, seed=3))
+    control = amlp.random_neurons(session, [1, 3], per_layer=4, seed=3)
+    assert len(control) == 8 and set(control.kind) == {"random"} and set(control.block) == {1, 3}
+    assert control.equals(amlp.random_neurons(session, [1, 3], per_layer=4, seed=3))
     with pytest.raises(ValueError, match="outside"):
         amlp.next_token_neurons(session, [7], per_layer=2)
+    with pytest.raises(ValueError, match="1..3 .*embeddings"):  # block 0 is the embeddings, not a block
+        amlp.next_token_neurons(session, [0], per_layer=2)
+    with pytest.raises(ValueError, match="outside"):  # the last block is 3 (= block index 2)
+        amlp.random_neurons(session, [4], per_layer=2)
+
+
+def test_a_neuron_has_the_same_block_on_both_analyses(make_session, monkeypatch) -> None:
+    """The Attention -> MLP frame's ``block`` for a neuron is the block Neuron topics takes for it (the CLI's
+    --layer, the page's Block): there, neuron n's Hi-I beta = W_U Norm_f(W_out[n]) has the neuron's congruence
+    token on top (both read W_out[n] through the final norm's gain and W_U; RMSNorm's scale is positive)."""
+    from core.analyses.topics import cached_runs
+
+    session = make_session("llama")
+    neurons = amlp.random_neurons(session, [1, 2, 3], per_layer=3, seed=0)
+    monkeypatch.setattr(cached_runs, "cached", lambda _ns, compute, **_parts: compute())  # always compute
+    monkeypatch.setattr(cached_runs, "neuron_topics",  # the beta the analysis would rank, for this block index
+                        lambda s, _counts, _wmap, mode, b, unit, _params, _seed: vocab_logits(s, mode, b,
+                                                                                           torch.tensor([unit]))[0])
+    ref = SimpleNamespace(counts=SimpleNamespace(key="unused"), wmap=None)
+
+    def beta(block: int, neuron: int) -> torch.Tensor:  # [vocab] through the topics analysis's 1-based entry
+        return cached_runs.unit_result(session, ref, "hi-i", block, neuron, TopicParams())
+
+    shifted = 0
+    for row in neurons.itertuples():
+        # different computations (congruence vs the norm-and-unembed pass): the top token up to near-ties
+        assert_top1_within_ties(int(row.token_id), beta(int(row.block), int(row.neuron)))
+        shifted += int(beta(int(row.block) % 3 + 1, int(row.neuron)).argmax()) != int(row.token_id)
+    assert shifted > 0  # another block's neuron n has another top token: the check tells the blocks apart
 
 
 def _fake_acts(values_by_start: dict[int, float], n: int):
@@ -166,10 +203,11 @@ def test_non_monotone_activation_falls_back_to_the_exact_scan(monkeypatch) -> No
 
 def test_trimmed_prompts_keep_more_than_0_8_and_are_shortest(make_session) -> None:
     session = make_session("llama")
-    neurons = amlp.random_neurons(session, [2], per_layer=3, seed=1)
+    neurons = amlp.random_neurons(session, [3], per_layer=3, seed=1)  # block 3 = block index 2 of neuron_acts
     texts = ["The quick brown fox jumps over the lazy dog. " * 3, PROMPT, "Layers after layers refine the "
              "prediction of the next token, and a transformer mixes them with attention."]
-    prompts = amlp_prompts.compute_prompts(session, neurons, texts, amlp_prompts.ScanParams(window=24, top=4, trim="linear"))
+    params = amlp_prompts.ScanParams(window=24, top=4, trim="linear")
+    prompts = amlp_prompts.compute_prompts(session, neurons, texts, params)
     assert not prompts.empty
     for row in prompts.itertuples():
         again = float(neuron_acts(session, list(row.ids), [2])[2][-1, row.neuron])
@@ -180,7 +218,8 @@ def test_trimmed_prompts_keep_more_than_0_8_and_are_shortest(make_session) -> No
             # row.activation is its neuron_acts of the untrimmed prompt)
             shorter = float(neuron_acts(session, list(row.ids)[1:], [2])[2][-1, row.neuron])
             assert shorter <= 0.8 * row.activation
-    assert (prompts.groupby(["layer", "neuron"]).activation.diff().dropna() <= 1e-6).all()
+    assert set(prompts.block) == {3}
+    assert (prompts.groupby(["block", "neuron"]).activation.diff().dropna() <= 1e-6).all()
 
 
 def test_bos_is_prepended_when_the_tokenizer_adds_one(tiny_tokenizer, tiny_model_factory) -> None:
@@ -197,8 +236,9 @@ def test_bos_is_prepended_when_the_tokenizer_adds_one(tiny_tokenizer, tiny_model
     reference = session.trace(torch.tensor([0] + ids), capture=("neurons",)).neurons[1, 1:]
     assert acts.shape[0] == len(ids) and torch.allclose(acts, reference, atol=1e-5)
     windows = [ids]
-    neurons = pd.DataFrame({"layer": [1], "neuron": [4], "token_id": [5], "token": ["x"]})
+    neurons = pd.DataFrame({"block": [2], "neuron": [4], "token_id": [5], "token": ["x"]})  # block 2 = index 1
     top = amlp_prompts.scan_top_windows(session, windows, neurons, top=1)
+    assert top.block.tolist() == [2]
     # different computations (neuron_acts' early-stopped pass vs a trace, compared with atol 1e-5 above): the
     # max-activating position up to near-ties of the reference activations (numerics.logit_tol)
     assert_top1_within_ties(int(top.position.iloc[0]), reference[:, 4])
@@ -218,7 +258,7 @@ def test_cached_prompts_equal_the_uncached_and_are_not_recomputed(make_session, 
     from core.analyses.attention_mlp import pipeline as run
 
     session = make_session("llama")
-    neurons = amlp.random_neurons(session, [1, 2], per_layer=2, seed=4)
+    neurons = amlp.random_neurons(session, [2, 3], per_layer=2, seed=4)
     texts, params = [PROMPT, "The quick brown fox jumps over the lazy dog."], amlp_prompts.ScanParams(window=12, top=3)
     direct = amlp_prompts.compute_prompts(session, neurons, texts, params)
     seen = []
@@ -229,8 +269,8 @@ def test_cached_prompts_equal_the_uncached_and_are_not_recomputed(make_session, 
     monkeypatch.setattr(run, "trimmed_rows", lambda *a, **k: pytest.fail("recomputed a cached trim"))
     monkeypatch.setattr(run, "scan_top_windows", lambda *a, **k: pytest.fail("recomputed a cached scan"))
     # exact: a cached result vs the result it cached
-    one = run.neuron_prompts(session, neurons, texts, params, int(neurons.layer[0]), int(neurons.neuron[0]))
-    assert one.equals(cached[(cached.layer == neurons.layer[0]) & (cached.neuron == neurons.neuron[0])]
+    one = run.neuron_prompts(session, neurons, texts, params, int(neurons.block[0]), int(neurons.neuron[0]))
+    assert one.equals(cached[(cached.block == neurons.block[0]) & (cached.neuron == neurons.neuron[0])]
                       .reset_index(drop=True))
 
 
@@ -261,7 +301,7 @@ def test_ks_on_separated_drops_and_the_context_share() -> None:
     ks = ks_tests(ablation).set_index("rule")
     assert ks.loc["top3", "ks_d"] == 1.0 and ks.loc["top3", "p_value"] < 0.05
     assert ks.loc["sigma2", "n_active"] == 1
-    heads = pd.DataFrame({"layer": [1, 1, 1, 1], "neuron": [0, 0, 1, 1], "context_top3": [True, False, False, False],
+    heads = pd.DataFrame({"block": [1, 1, 1, 1], "neuron": [0, 0, 1, 1], "context_top3": [True, False, False, False],
                           "context_sigma2": [False] * 4})
     share = context_share(heads).set_index("rule")
     assert share.loc["top3", "share"] == 0.5 and share.loc["sigma2", "with_context_heads"] == 0
@@ -285,12 +325,14 @@ def test_zeroing_a_query_heads_z_equals_removing_its_output_weights(make_session
 
 def test_heads_pipeline_tables_are_consistent(make_session) -> None:
     session = make_session("gpt2")
-    rows = [{"layer": 2, "neuron": 3, "token_id": 40, "token": "x", "prompt": k, "ids": content_ids(session, t)}
+    rows = [{"block": 3, "neuron": 3, "token_id": 40, "token": "x", "prompt": k, "ids": content_ids(session, t)}
             for k, t in enumerate([PROMPT, "The quick brown fox", "Paris is a city in France;",
                                    "A transformer reads tokens", "The capital of France is Paris."])]
     results = compute_heads(session, pd.DataFrame(rows), HeadParams())
     attr = results["attributions"]
-    assert len(attr) == 5 * 2 * session.adapter.n_heads
+    assert len(attr) == 5 * 2 * session.adapter.n_heads  # the heads of blocks 1 and 2, before block 3
+    assert set(attr.head_block) == {1, 2} and set(attr.block) == {3}
+    assert attr.head_label.tolist()[:2] == ["B1H0", "B1H1"]
     assert (attr.groupby("prompt").active_top3.sum() == 3).all()
     dependent = results["heads"][results["heads"][["context_top3", "context_sigma2"]].any(axis=1)]
     assert set(results["ablation"].head_label) == set(dependent.head_label)
@@ -310,7 +352,7 @@ def test_fake_explainer_is_scored_by_balanced_accuracy() -> None:
             return "Active when the context mentions a river."
         return "Yes." if "river" in prompt.split("Snippet:")[1] else "No"
 
-    explanation, score, guesses = explain_and_score(explainer, " bank", "L3H1", examples)
+    explanation, score, guesses = explain_and_score(explainer, " bank", "B3H1", examples)
     assert explanation.startswith("Active") and score is not None and score.balanced_accuracy == 1.0
     assert len(guesses) == 6 and "the river" in seen[0] and "a car" in seen[0]
     assert parse_yes_no(" **No**, because") is False and parse_yes_no("maybe") is None

@@ -1,7 +1,7 @@
 """Bad input is answered before long work starts: every ``python -m core`` subcommand checks its files, corpora,
 sizes, layers and neurons first and ends with one ``error:`` line and exit status 2, in well under a second
 of its own work (no torch import, no model, no lens training, no corpus pass); plus core/validate.py's checks
-one by one, the CLI's mirrors of the analyses' names and bounds, and the pages' checks before a job starts.
+one by one, the CLI's defaults and names (the analyses' own) and bounds, and the pages' checks before a job starts.
 
 Measured here (2 shared cores, a second engineer's work running): every bad-input command below took
 0.11-0.41 s wall, Python start included (e.g. extraction --corpus /nonexistent.txt 0.30 s, --corpus /etc/passwd
@@ -12,6 +12,8 @@ model 15-25 s, so the bound of 10 s proves none of that happened while leaving r
 
 from __future__ import annotations
 
+import argparse
+import inspect
 import json
 import os
 import struct
@@ -122,7 +124,10 @@ def tiny_model_dir(tmp_path: Path) -> Path:
     (["attention-mlp", "--n-texts", "0"], ["--n-texts"]),
     (["attention-mlp", "--window", "1"], ["--window"]),
     (["attention-mlp", "--top", "0"], ["--top"]),
-    (["attention-mlp", "--layers", "a,b"], ["--layers"]),
+    (["attention-mlp", "--blocks", "a,b"], ["--blocks"]),
+    # the old 0-based flag: refused, naming the same blocks 1-based
+    (["attention-mlp", "--layers", "26,27"], ["--layers took 0-based blocks", "--blocks 27,28", "1-based"]),
+    (["attention-mlp", "--layers", "a,b"], ["--layers took 0-based blocks", "--blocks"]),
     (["attention-mlp", "--table", "bogus"], ["bogus", "neurons"]),
     (["attention-mlp", "--corpus", "/nonexistent.jsonl"], ["no such corpus file"]),
     (["attention-mlp", "--corpus", "/etc/passwd"], [".txt"]),
@@ -144,7 +149,8 @@ def test_bad_layer_and_neuron_from_config_json(tiny_model_dir: Path) -> None:
     assert_refused(["topics", "--model", model, "--mode", "lo-c", "--layer", "1", "--neuron", "48"],
                    "--neuron 48", "48 residual dimensions")
     assert_refused(["topics", "--model", model, "--layer", "2", "--compare", "97"], "--compare", "1..96")
-    assert_refused(["attention-mlp", "--model", model, "--layers", "2,4"], "block 4", "blocks 0..3")
+    assert_refused(["attention-mlp", "--model", model, "--blocks", "2,5"], "block 5", "blocks 1..4")
+    assert_refused(["attention-mlp", "--model", model, "--blocks", "0,2"], "block 0", "blocks 1..4")
     assert_refused(["attention-mlp", "--model", model, "--per-layer", "97"], "--per-layer", "1..96")
 
 
@@ -152,7 +158,7 @@ def test_bad_layer_and_neuron_from_config_json(tiny_model_dir: Path) -> None:
 def test_bad_layer_and_neuron_of_the_bundled_model() -> None:
     assert_refused(["topics", "--layer", "31", "--neuron", "1"], "--layer 31", "blocks 1..30")
     assert_refused(["topics", "--layer", "13", "--neuron", "1536"], "--neuron 1536", "1536 MLP neurons")
-    assert_refused(["attention-mlp", "--layers", "26,30"], "block 30", "blocks 0..29")
+    assert_refused(["attention-mlp", "--blocks", "27,31"], "block 31", "blocks 1..30")
 
 
 def test_model_folder_without_weights(tiny_model_dir: Path) -> None:
@@ -204,6 +210,7 @@ def test_parser_and_checks_import_no_torch() -> None:
 def test_help_still_works() -> None:
     done, _ = run_cli("topics", "--help")
     assert done.returncode == 0 and "--neuron" in done.stdout
+    assert "block l (1-based; writes layer l)" in " ".join(done.stdout.split())
 
 
 # -- core/validate.py, function by function ------------------------------------------------------------------
@@ -378,8 +385,8 @@ def _safetensors(path: Path, header: dict) -> None:
 
 
 def test_safetensors_header_and_lens_folder(tmp_path: Path) -> None:
-    from safetensors.numpy import save_file
     import numpy as np
+    from safetensors.numpy import save_file
 
     params = tmp_path / "params.safetensors"
     save_file({"0.weight": np.zeros((2, 2), np.float32)}, str(params))
@@ -398,22 +405,82 @@ def test_safetensors_header_and_lens_folder(tmp_path: Path) -> None:
         validate.lens_folder(str(tmp_path / "missing"))
 
 
-# -- the CLI's mirrors stay equal to the analyses' own names and rules -----------------------------------------
-def test_mirrored_names_match_the_analyses() -> None:
-    from core.cli import depth as cli_depth, topics as cli_topics, topk as cli_topk
-    from core.analyses.depth import sections as depth_sections
-    from core.analyses.topk import params as topk_params
-    from core.analyses.topics import vocab as topics_vocab
+# -- the CLI's defaults and names are the analyses' own ------------------------------------------------------
+def _parsed(*argv: str) -> dict:
+    """The namespace of ``python -m core <argv>`` as a dict (defaults for every flag not given)."""
+    from core.cli.main import build_parser
 
-    assert {s: cli_topk.TABLES[s] for s in topk_params.SECTIONS} == topk_params.TABLES
-    assert cli_depth.DEPTH_TABLES == depth_sections.TABLES
-    assert cli_topics.MODE_NAMES == tuple(topics_vocab.MODES)
+    return vars(build_parser().parse_args(list(argv)))
+
+
+def _choices(command: str, dest: str) -> tuple:
+    """The choices of flag ``dest`` of subcommand ``command``."""
+    from core.cli.main import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    return tuple(next(a for a in sub._actions if a.dest == dest).choices)
+
+
+def _signature_default(function, name: str):
+    return inspect.signature(function).parameters[name].default
+
+
+def test_cli_defaults_are_the_analyses_defaults() -> None:
+    """Every subcommand: a flag left out takes the analysis's own default (its dataclass field or function
+    default), so the command line computes, and caches, exactly what the page does with the same settings."""
+    from dataclasses import fields
+
+    from core.analyses.attention_mlp.pipeline import HeadParams, RunConfig, ScanParams
+    from core.analyses.depth.sections import run_section as depth_run
+    from core.analyses.extraction import run_extraction
+    from core.analyses.lens import run_lens
+    from core.analyses.topk.params import TopkParams
+    from core.cli.topk import _params as topk_params
+    from core.lenses import registry
+    from core.lenses.training import TrainingConfig
+
+    assert _parsed("lens", "--prompt", "x")["top_k"] == _signature_default(run_lens, "top_k")
+    ext = _parsed("extraction")
+    assert ext["seed"] == _signature_default(run_extraction, "seed")
+    assert ext["methods"].split(",") == list(registry.NAMES)
+    train = _parsed("train-lens")
+    assert (train["kl_seconds"], train["tokens"]) == (TrainingConfig().kl_seconds, TrainingConfig().n_train_tokens)
+    depth = _parsed("depth", "pos")
+    assert depth["seed"] == _signature_default(depth_run, "seed") and depth["lens"] == "logit"
+    topk = _parsed("topk", "saturation")
+    for field in fields(TopkParams):
+        if field.name != "n_tasks":  # None on the command line: 4 for text and Whisper, k for ViT
+            assert topk[field.name] == field.default, field.name
+    assert topk_params(argparse.Namespace(**topk)) == TopkParams()
+    amlp = _parsed("attention-mlp")
+    run_defaults = {f.name: f.default for f in fields(RunConfig) if f.name in ("per_layer", "n_texts", "control",
+                                                                                 "seed")}
+    assert {name: amlp[name] for name in run_defaults} == run_defaults
+    assert (amlp["window"], amlp["top"]) == (ScanParams().window, ScanParams().top)
+    assert amlp["include_own"] == HeadParams().include_own
+
+
+def test_cli_names_are_the_analyses_names() -> None:
+    """Sections, tables, modes and lenses the command line accepts are the analyses' and the registries' own."""
+    from core.analyses.depth.sections import REGISTRY as DEPTH
+    from core.analyses.topics.vocab import MODES
+    from core.analyses.topk.sections import REGISTRY as TOPK
+    from core.cli import depth as cli_depth
+    from core.cli import topk as cli_topk
+    from core.lenses import registry
+
+    assert _choices("topk", "section")[:len(TOPK.names)] == TOPK.names
+    assert {s: cli_topk.TABLES[s] for s in TOPK.names} == TOPK.tables
+    assert _choices("depth", "section") == DEPTH.names + ("all",)
+    assert cli_depth.TABLES == DEPTH.tables
+    assert set(_choices("depth", "lens")) <= set(registry.NAMES)
+    assert _choices("topics", "mode") == tuple(MODES)
 
 
 def test_topics_defaults_are_the_analysis_defaults() -> None:
     """Unset --tau/--k/... take TopicParams' defaults, as before (same cache keys)."""
-    from core.cli.main import build_parser
     from core.analyses.topics.neuron import TopicParams
+    from core.cli.main import build_parser
     from core.cli.topics import _params
 
     args = build_parser().parse_args(["topics", "--layer", "1", "--neuron", "0"])

@@ -312,17 +312,21 @@ def test_scan_and_comparison_on_a_tiny_model(make_session, tmp_path: Path, monke
     params = TopicParams(tau=60, min_freq=1, corpus=str(folder), thresholds=(0.0, 1.0), size_limits=(3, 8), k=3)
     ref = topics_tasks.prepare(session, params)
     assert ref.counts.n_docs == 60 and "paris" in ref.counts.index()
-    scan = topics_tasks.scan_layer(session, ref, "hi-c", 0, params)
+    scan = topics_tasks.scan_layer(session, ref, "hi-c", 1, params)  # block 1 (1-based) = block index 0
     assert sorted(scan.unit.tolist()) == list(range(session.adapter.d_mlp))
     assert (scan.n_sets == scan.pos_sets + scan.neg_sets).all()
     assert scan.n_sets.is_monotonic_decreasing and scan.pos_pool.between(0, params.tau).all()
-    frames = topics_tasks.compare_random(session, ref, "lo-i", 1, 4, 0, params)
+    frames = topics_tasks.compare_random(session, ref, "lo-i", 2, 4, 0, params)  # block 2 = block index 1
     rows, tests = frames["rows"], frames["tests"].set_index("metric")
     assert len(rows) == 4 * 2 * 2 and set(rows.source) == {"real", "random"}
     assert tests.loc["word sets per pool", "n_real"] == 8 and tests.loc["word sets per pool", "n_random"] == 8
     assert len(frames["topics"]) == rows.n_sets.sum()
     with pytest.raises(ValueError, match="sample size"):
-        topics_tasks.compare_random(session, ref, "lo-i", 1, 10_000, 0, params)
+        topics_tasks.compare_random(session, ref, "lo-i", 2, 10_000, 0, params)
+    with pytest.raises(ValueError, match="embeddings"):  # blocks are 1-based: 0 names no block
+        topics_tasks.scan_layer(session, ref, "hi-c", 0, params)
+    with pytest.raises(ValueError, match="Block 4 does not exist.*blocks 1..3"):
+        topics_tasks.unit_result(session, ref, "hi-c", 4, 0, params)
 
 
 def test_mann_whitney_separates_shifted_samples() -> None:

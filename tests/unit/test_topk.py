@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from numerics import assert_top_k_within_ties
 
 from core.analyses.topk.early_exit import ExitInputs, better_lm_frames, exit_layers, exit_points, first_exit
 from core.analyses.topk.ordering import permutation_test, rank_order_table, strict_kendall_tau, two_proportion_z
@@ -23,6 +22,8 @@ from core.analyses.topk.probes import (
     task_labels,
 )
 from core.analyses.topk.saturation import keep_mask, saturation_layers, saturation_order, slot_match_from_top_ids
+
+from numerics import assert_top_k_within_ties
 
 
 def _ids(columns: list[list[int]]) -> np.ndarray:
@@ -260,6 +261,87 @@ def test_better_lm_groups_by_top2_saturation() -> None:
     assert frames["test"]["top1_wrong"].iloc[0] == 3 and frames["test"]["positions"].iloc[0] == 3
 
 
+# -- the one layer convention: frames in residual layers, maths on the 0-based arrays -----------------------------
+def _record(top_ids: np.ndarray, first_pos: int = 0):
+    """A constructed TextRecord around [block, pos, k] top-k ids (next tokens = position + 1000)."""
+    from core.analyses.topk.collect import TextRecord
+
+    n_layers, n_pos, _ = top_ids.shape
+    return TextRecord(input_ids=np.arange(n_pos) + 1000, top_ids=top_ids, top_probs=np.zeros(top_ids.shape, np.float32),
+                      cosine=np.zeros((n_layers, n_pos), np.float32), n_tokens_original=n_pos, first_pos=first_pos)
+
+
+def _random_records(n_layers: int = 12, n_pos: int = 40, k: int = 4, seed: int = 0) -> list:
+    """Records whose slots settle at random layers (some held after every block, some only at the output)."""
+    rng = np.random.default_rng(seed)
+    records = []
+    for _ in range(3):
+        final = rng.permutation(500)[:n_pos * k].reshape(n_pos, k) + 10  # distinct final ids per position
+        top = np.broadcast_to(final, (n_layers, n_pos, k)).copy()
+        settle = rng.integers(0, n_layers, size=(n_pos, k))  # block index from which each slot holds
+        for layer in range(n_layers):
+            top[layer][settle > layer] = 5 + layer % 2  # a placeholder token before the slot settles
+        top[:, 0, :] = final[0]  # position 0: every slot held after every block
+        records.append(_record(top))
+    return records
+
+
+def test_the_saturation_frames_are_residual_layers_and_the_maths_is_the_0_based_one() -> None:
+    from core.analyses.topk.collect import pooled_saturation
+    from core.analyses.topk.params import TopkParams
+    from core.analyses.topk.sections import ordering_frames
+
+    records, n_layers, params = _random_records(), 12, TopkParams(n=3, k=4, n_perm=50, ratio=0.85)
+    frames = ordering_frames(records, params, "m")
+    sat, _ = pooled_saturation(records)  # [pos, k] 0-based block indices, as the paper defines them
+    long = frames["saturation"]
+    # exact: same computation (the frame's layers are the same integers, block index + 1)
+    assert long.saturation_layer.tolist() == (sat.ravel() + 1).tolist()
+    assert long.saturation_layer.between(1, n_layers).all()  # never 0: no block output is the embeddings
+    held = long[long.position == 0]
+    assert (held.saturation_layer == 1).all()  # held after every block: layer 1 = after block 1 (block index 0)
+    assert sat.max() == n_layers - 1 and long.saturation_layer.max() == n_layers  # settled only at the output: L
+    summary = frames["summary"].iloc[0]
+    assert summary.max_top1_layer == int(0.85 * n_layers) + 1  # the paper's bound int(0.85·L) on block indices
+    keep = keep_mask(sat, n_layers, 0.85)  # the filter on the 0-based array keeps the same positions
+    assert long.kept.tolist() == np.repeat(keep, 4).tolist() and summary.kept == keep.sum()
+    assert 0 < keep.sum() < len(keep)  # the filter drops some positions here, so the comparison means something
+    assert ((long.saturation_layer.groupby(long.index // 4).first() <= summary.max_top1_layer).to_numpy() == keep).all()
+    taus = strict_kendall_tau(sat[keep], n_layers)
+    # exact: same computation (the same 0-based array through the same functions)
+    np.testing.assert_array_equal(frames["tau"].tau.to_numpy(), taus)
+    actual, _, p = permutation_test(sat[keep], n_layers, 50, params.seed)
+    assert summary.mean_tau == actual and summary.perm_p == p  # exact: same computation
+    histogram = frames["histogram"]
+    assert histogram.saturation_layer.min() == 1 and histogram.saturation_layer.max() == n_layers
+    # relative depth is unchanged by the relabelling: (block index + 1) / L = layer / L
+    np.testing.assert_allclose(histogram.relative_depth, histogram.saturation_layer / n_layers)
+
+
+def test_probe_layer_frames_are_residual_layers() -> None:
+    from core.analyses.topk.probing import per_layer_frame
+
+    rng = np.random.default_rng(0)
+    X, y = _separable(rng, n=120)
+    blocks = np.repeat([5, 7], 60)  # 0-based block indices of the rows: the paper's first probe layer 5, and 7
+    frame = per_layer_frame(X, y, blocks, 3, 3, 0, random_feature_control(X, y))
+    assert sorted(frame.layer.unique()) == [6, 8]  # after block 6 and after block 8
+
+
+def test_better_lm_groups_name_residual_layers_and_keep_the_papers_bound() -> None:
+    n_layers = 10
+    top = np.zeros((n_layers, 3, 2), np.int64)
+    top[:, :, 0] = [11, 12, 13]
+    top[:, :, 1] = [21, 22, 23]
+    top[:3, 0, 1] = 99  # position 0: top-2 held from block index 3 = L - 7 (the paper's bound: group B)
+    top[:4, 1, 1] = 99  # position 1: from block index 4 > L - 7: neither group
+    frames = better_lm_frames([_record(top)])
+    groups = frames["groups"]
+    assert groups["positions"].tolist() == [0, 1]
+    assert "by layer 4" in groups.group.iloc[1] and "L−7" in groups.group.iloc[1]  # block index 3 = layer 4
+    assert groups.group.iloc[0].endswith("last layer, 10")
+
+
 # -- a tiny random-init model ---------------------------------------------------------------------------------------
 def test_the_last_layer_slots_are_the_models_own_top_k(make_session) -> None:
     from core.analyses.topk.collect import compute_record
@@ -277,6 +359,25 @@ def test_the_last_layer_slots_are_the_models_own_top_k(make_session) -> None:
         assert sat.shape == (len(record.input_ids), 5) and sat.min() >= 0 and sat.max() <= session.adapter.n_layers - 1
         assert record.cosine.shape == (session.adapter.n_layers, len(record.input_ids))
         assert np.all(np.abs(record.cosine) <= 1.0 + 1e-5)
+
+
+def test_the_slot_view_is_in_residual_layers(make_session) -> None:
+    from core.analyses.topk.collect import compute_record, slot_view
+
+    session = make_session("llama")
+    n_layers = session.adapter.n_layers
+    record = compute_record(session, "The capital of France is Paris, and the capital of Italy is Rome.", 3, 64)
+    view = slot_view(session, record)
+    assert sorted(view.layer.unique()) == list(range(1, n_layers + 1))  # after block 1 .. after block L
+    sat = record.saturation()  # [pos, k] block indices of the analysed positions
+    first = view.drop_duplicates(["position", "slot"]).sort_values(["position", "slot"])
+    # exact: same computation (the same integers, block index + 1)
+    assert first.saturation_layer.tolist() == (sat.ravel() + 1).tolist()
+    held = view[view.held]
+    assert (held.layer >= 1).all() and view.saturation_layer.between(1, n_layers).all()
+    # a slot holds its final token from its saturation layer on, at every later layer
+    after = view[view.layer >= view.saturation_layer]
+    assert after.held.all()
 
 
 def test_texts_are_truncated_and_counted(make_session) -> None:

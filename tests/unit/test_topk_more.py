@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from numerics import assert_top1_saturation_within_ties
 
 import core.lenses.stats
 from core.analyses.topk import intervention as ti
@@ -29,6 +28,8 @@ from core.analyses.topk.modal_models import load_modal, tiny_vit, tiny_whisper
 from core.analyses.topk.modalities import compute_modality, decode_image, decode_wav, generated_images
 from core.analyses.topk.saturation import saturation_layers, slot_match_from_top_ids
 from core.lenses.logit import LogitLens
+
+from numerics import assert_top1_saturation_within_ties
 
 TEXT = "The capital of France is Paris. The quick brown fox jumps over the lazy dog and the capital of Italy"
 
@@ -173,11 +174,30 @@ def test_compute_intervention_on_a_tiny_model_is_consistent(make_session) -> Non
     assert len(pairs) > 0
     # exact: same computation (columns of the same frame, one derived from the others)
     assert (pairs.success == (pairs.prediction_unchanged & (pairs.new_sat == pairs.implant_layer))).all()
-    assert (pairs.implant_layer == pairs.e + pairs.offset).all() and pairs.implant_layer.between(0, 6).all()
+    # residual layers: an implant lands on layers 1..L-1 (was block indices 0..L-2 before the relabelling)
+    assert (pairs.implant_layer == pairs.e + pairs.offset).all() and pairs.implant_layer.between(1, 7).all()
     assert (pairs.s_late - pairs.e >= config.min_gap).all()
     n_pairs = frames["texts"].pairs.sum()
     assert ((offsets.n + offsets.skipped) == n_pairs).all()
     assert frames["config"].n_layers.iloc[0] == 8
+    assert frames["config"].min_sat_layer.iloc[0] == config.min_sat + 1  # the 0-based min_sat as a layer
+
+
+def test_intervention_frames_are_in_residual_layers_and_the_pairs_are_the_0_based_selection(make_session) -> None:
+    """Only the labels shift: the pairs are those select_pairs picks on the 0-based saturation arrays, and each
+    layer column is that array's block index + 1 (never 0: no block output is the embeddings)."""
+    session = make_session("llama", seed=1, num_hidden_layers=8)
+    config = InterventionConfig(min_gap=1, min_sat=1, max_distance=30, n_adjacent=2, max_pairs_per_text=6)
+    pairs = compute_intervention(session, [TEXT], 0, config)["pairs"]
+    ids = session.tokenize(TEXT)[:min(config.max_tokens, session.max_tokens)]
+    sat, final = top1_saturation(session.adapter, session.trace(ids).resid[1:])  # [pos] block indices
+    candidates = set(select_pairs(sat, final, config))
+    assert len(pairs) > 0 and set(zip(pairs.early_pos, pairs.late_pos)) <= candidates
+    # exact: same computation (the frame's layers are the same integer block indices, shifted by one)
+    assert (pairs.e == sat[pairs.early_pos] + 1).all() and (pairs.s_late == sat[pairs.late_pos] + 1).all()
+    for column in ("e", "s_late", "implant_layer", "new_sat"):
+        assert pairs[column].between(1, 8).all(), column
+    assert (pairs.e >= config.min_sat + 1).all()  # the paper's 0-based bound min_sat, read as a layer
 
 
 # -- other modalities ----------------------------------------------------------------------------------------------
@@ -206,7 +226,8 @@ def test_vit_saturation_order_and_probe_end_to_end() -> None:
     frames = compute_modality("vit", None, 90, 2, 0)
     sat = frames["saturation"]
     assert len(frames["inputs"]) == 90 and (frames["inputs"].positions == 1).all()
-    assert sat.sat_layer.between(0, 11).all() and set(sat["rank"]) == {1, 2}
+    # residual layers 1..12 of the 12-layer ViT (block indices 0..11 before the relabelling)
+    assert sat.sat_layer.between(1, 12).all() and set(sat["rank"]) == {1, 2}
     assert list(frames["rank_order"]["rank"]) == [1, 2]
     probe = frames["probe"].query("task == -1 and metric == 'balanced_accuracy'").set_index("features")
     assert set(probe.index) == {"residual", "control"} and probe["mean"].between(0, 1).all()

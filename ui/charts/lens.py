@@ -1,4 +1,4 @@
-"""Altair chart builders (no Streamlit calls): each takes a tidy frame and returns a chart."""
+"""Altair builders of the Lens and Home pages (no Streamlit calls): each takes a tidy lens frame, returns a chart."""
 
 from __future__ import annotations
 
@@ -85,16 +85,6 @@ def lens_heatmap(frame: pd.DataFrame, metric: str, selected: tuple[int, int] | N
         for colour, width in (("black", 5), ("white", 2)):
             layers.append(base.mark_rect(fill=None, stroke=colour, strokeWidth=width).transform_filter(is_selected))
     return alt.layer(*layers).properties(width=alt.Step(62), height=alt.Step(20))
-
-
-def topk_bars(cell: pd.DataFrame) -> alt.Chart:
-    """Horizontal bars of one cell's top-k (columns rank, token, probability)."""
-    data = cell.assign(shown=cell.token.map(show_token))
-    return alt.Chart(data).mark_bar().encode(
-        x=alt.X("probability:Q", title="probability"),
-        y=alt.Y("shown:N", sort=list(data.shown), title=None),
-        tooltip=["rank", "shown", alt.Tooltip("probability:Q", format=".4f")],
-    ).properties(height=max(120, 22 * len(data)))
 
 
 def target_trajectories(targets: pd.DataFrame, prompt_column: str | None = None,

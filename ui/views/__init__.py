@@ -1,1 +1,1 @@
-"""Widget layouts of the pages, one module per analysis (Streamlit calls; charts come from ui.charts.lens)."""
+"""Widget layouts of the pages, one module per analysis (Streamlit calls; charts come from ui/charts/)."""

@@ -1,35 +1,74 @@
-"""Building blocks of the Attention -> MLP page: settings, the neuron table, background jobs per neuron and
-for the whole table, the attribution heatmap, example lists and the ablation box plot."""
+"""Building blocks of the Attention -> MLP page: settings, the neuron table and picker, background jobs per
+neuron and for the whole table, and the sections that show prompts, head attributions, examples and ablation.
+
+Blocks are 1-based everywhere on the page (block l writes layer l; core/layers.py): the ``amlp_blocks`` URL key,
+the tables' ``block`` and ``head_block`` columns, neuron labels and head labels ``B{block}H{head}``. Links from
+before that numbering (``amlp_layers``, 0-based) are translated once by :func:`translate_old_link`.
+"""
 
 from __future__ import annotations
 
 import html
+import re
 from dataclasses import asdict, dataclass
 
-import altair as alt
 import pandas as pd
 import streamlit as st
 
+from core.analyses.attention_mlp.heads import RULES, head_label, head_summary, ks_tests
+from core.analyses.attention_mlp.neurons import check_blocks, default_blocks
+from core.analyses.attention_mlp.pipeline import (
+    MIN_PROMPTS,
+    HeadParams,
+    choose_neurons,
+    compute_heads,
+    corpus_sample,
+    max_activating_prompts,
+    neuron_heads,
+    neuron_prompts,
+)
 from core.analyses.attention_mlp.prompts import ScanParams, corpus_hash
-from core.analyses.attention_mlp.neurons import check_layers, default_layers
-from core.analyses.attention_mlp.heads import RULES, head_summary  # noqa: F401 (head_summary: the page)
-from core.analyses.attention_mlp.pipeline import (MIN_PROMPTS, HeadParams, choose_neurons, compute_heads,
-                                             corpus_sample, max_activating_prompts, neuron_heads, neuron_prompts)
 from core.cache import stable_key
 from core.data import CORPORA, corpus_texts, evaluation_texts, parse_user_texts
+from core.layers import layer_of_block, layers_of_blocks
 from core.model.session import ModelSession
 from ui import cached
 from ui import job_panel as jobs
+from ui.charts import attention_mlp as charts
 from ui.downloads import chart_downloads, table_downloads
 from ui.format import show_token
-from ui.state import bound
+from ui.state import bound, set_value
+from ui.views import attention_mlp_explainer as explainer
 
 UPLOAD = "upload a file…"
+URL_KEYS = ["amlp_blocks", "amlp_per_layer", "amlp_corpus", "amlp_n_texts", "amlp_window", "amlp_top",
+            "amlp_reject", "amlp_control", "amlp_own", "amlp_neuron", "amlp_rule", "amlp_head"]
+HEADING = "Attention → MLP: heads that switch on a next-token neuron"
+CAPTION = (
+    "Next-token neurons are MLP neurons whose output direction, read through the unembedding, promotes one "
+    "token (congruence = max over tokens of W_out[n] · W_U, with the final norm's gain folded into W_U and W_U "
+    "centred over the vocabulary). W_out is centred over d_model only for LayerNorm models: an RMSNorm (Llama "
+    "family, the bundled model) does not remove the mean, so centring would change what the model computes. "
+    "For each neuron: its max-activating corpus prompts, trimmed; each earlier head's direct contribution to "
+    "the neuron's pre-activation at the last token; heads active in 25–75 % of prompts; and what zeroing a "
+    "head does to the probability of the neuron's token. For SwiGLU MLPs (act(W_gate x) · W_up x) the "
+    "attribution is onto the **gate** pre-activation W_gate x (pre-MLP RMSNorm gain folded in, its per-prompt "
+    "scale ignored, as the paper ignores LayerNorm's); the activation itself is shown alongside. Blocks are "
+    "numbered from 1 as on every page (block l writes layer l; a head B5H2 is head 2 of block 5); the paper "
+    "numbers them from 0, so its layer b is block b + 1 here. The sidebar prompt is not used here."
+)
+ABLATION_CAPTION = (
+    "Each head is ablated by zeroing its z (its attention-weighted values, the slice of the output "
+    "projection's input that belongs to it) — exactly zeroing that query head's values. With "
+    "grouped-query attention (the bundled model: 9 query heads, 3 key/value heads) zeroing the shared "
+    "value head instead would remove three heads at once. The token is the neuron's own vocabulary "
+    "entry (the paper's first sub-token of the string). Drop = p(clean) − p(ablated) at the last token."
+)
 
 
 @dataclass(frozen=True)
 class Settings:
-    layers: tuple[int, ...]
+    blocks: tuple[int, ...]  # 1-based
     per_layer: int
     control: bool
     reject: tuple[str, ...]
@@ -39,22 +78,63 @@ class Settings:
     heads: HeadParams
 
 
-def _parse_layers(text: str, session: ModelSession) -> list[int]:
+# -- links from the 0-based numbering -------------------------------------------------------------------
+_OLD_CHECKED, _OLD_NOTE = "amlp_old_link_checked", "amlp_old_link_note"
+
+
+def _old_pair(value: str | None, pattern: str) -> tuple[int, int] | None:
+    """An old 0-based neuron ('26.5201') or head ('L25H3') value -> (1-based block, neuron or head), else None."""
+    match = re.fullmatch(pattern, value or "")
+    return (layer_of_block(int(match[1])), int(match[2])) if match else None
+
+
+def translate_old_link() -> None:
+    """A link from before the 1-based numbering (``amlp_layers=26,27``, ``amlp_neuron=26.5201``,
+    ``amlp_head=L25H3``, all 0-based) opens the same blocks, neuron and head, with a note saying so: an old link
+    never silently shows another neuron. Runs once per browser session, before the widgets read the URL."""
+    params = st.query_params
+    old = params.get("amlp_layers") if "amlp_blocks" not in params else None
+    neuron = _old_pair(params.get("amlp_neuron"), r"(\d+)\.(\d+)")
+    head = _old_pair(params.get("amlp_head"), r"L(\d+)H(\d+)")
+    if _OLD_CHECKED not in st.session_state and (old is not None or neuron or head):
+        try:
+            blocks = layers_of_blocks(int(p) for p in (old or "").split(",") if p.strip())
+        except ValueError:  # not numbers: the default blocks, and the note says what the link held
+            blocks = []
+        new = {"amlp_blocks": ",".join(str(b) for b in blocks), "amlp_neuron": neuron and neuron_key(*neuron),
+               "amlp_head": head and head_label(*head)}
+        for name, value in new.items():
+            if value:
+                set_value(name, value)
+        st.session_state[_OLD_NOTE] = (
+            "This link numbered blocks from 0, as the paper does"
+            + (f"; amlp_layers={old} is shown as blocks {new['amlp_blocks'] or '(the default)'}" if old else "")
+            + (f"; neuron {params.get('amlp_neuron')} as {new['amlp_neuron']}" if neuron else "")
+            + (f"; head {params.get('amlp_head')} as {new['amlp_head']}" if head else "")
+            + ". Blocks are now 1-based on every page (block l writes layer l); the address bar holds the new link.")
+    st.session_state[_OLD_CHECKED] = True
+    if _OLD_NOTE in st.session_state:
+        st.info(st.session_state[_OLD_NOTE])
+
+
+# -- settings and the neuron table ----------------------------------------------------------------------
+def _parse_blocks(text: str, session: ModelSession) -> list[int]:
     try:
-        layers = [int(part) for part in text.replace(" ", "").split(",") if part]
+        blocks = [int(part) for part in text.replace(" ", "").split(",") if part]
     except ValueError:
-        raise ValueError(f"Layers must be comma-separated block numbers, e.g. 26,27 — not {text!r}.") from None
-    return check_layers(session, layers)
+        raise ValueError(f"Blocks must be comma-separated 1-based block numbers, e.g. 27,28, not {text!r}.") from None
+    return check_blocks(session, blocks)
 
 
 def settings(session: ModelSession) -> Settings | None:
-    """Layers, count, control, corpus and scan settings; None (after saying why) when not usable yet."""
-    default = ",".join(str(l) for l in default_layers(session.adapter.n_layers))
+    """Blocks, count, control, corpus and scan settings; None (after saying why) when not usable yet."""
+    defaults = default_blocks(session.adapter.n_layers)
     c1, c2, c3, c4 = st.columns([1.2, 0.8, 1.3, 0.8])
-    layer_text = bound(c1.text_input, "amlp_layers", default, "Layers (0-based blocks)",
-                       help="The paper uses the last blocks: GPT-2 small 9-11 of 12; here by default the last "
-                            f"{len(default_layers(session.adapter.n_layers))}.")
-    per_layer = int(bound(c2.number_input, "amlp_per_layer", 20, "Neurons per layer", parse=int,
+    block_text = bound(c1.text_input, "amlp_blocks", ",".join(str(b) for b in defaults),
+                       "Blocks (1-based: block l writes layer l)",
+                       help="The paper uses the last blocks: GPT-2 small's 0-based layers 9-11 of 12, blocks 10-12 "
+                            f"here; by default the last {len(defaults)}.")
+    per_layer = int(bound(c2.number_input, "amlp_per_layer", 20, "Neurons per block", parse=int,
                           min_value=1, max_value=200))
     corpus = bound(c3.selectbox, "amlp_corpus", "wikipedia", "Corpus", options=list(CORPORA) + [UPLOAD],
                    format_func=lambda c: CORPORA.get(c, c))
@@ -75,7 +155,7 @@ def settings(session: ModelSession) -> Settings | None:
         reject = bound(st.text_input, "amlp_reject", "", "Extra tokens to reject (comma-separated)",
                        help="Added to the built-in list of known glitch tokens; compared without spaces.")
     try:
-        layers = _parse_layers(layer_text, session)
+        blocks = _parse_blocks(block_text, session)
         texts = _texts(corpus)
     except ValueError as err:
         st.error(str(err))
@@ -84,7 +164,7 @@ def settings(session: ModelSession) -> Settings | None:
         return None
     label = CORPORA.get(corpus, "uploaded file")
     rejected = tuple(r for r in reject.split(",") if r.strip())
-    return Settings(tuple(layers), per_layer, control, rejected, label, tuple(corpus_sample(texts, n_texts)),
+    return Settings(tuple(blocks), per_layer, control, rejected, label, tuple(corpus_sample(texts, n_texts)),
                     ScanParams(window=window, top=top), HeadParams(include_own=own))
 
 
@@ -97,29 +177,49 @@ def _texts(corpus: str) -> list[str] | None:
 
 
 def neuron_table(session: ModelSession, s: Settings) -> pd.DataFrame:
+    """The chosen neurons (cached), shown as a table with its downloads; empty when none passes the filter."""
     with st.spinner("Congruence of every neuron with the unembedding…"):
-        return choose_neurons(session, list(s.layers), s.per_layer, s.control, reject=s.reject)
+        neurons = choose_neurons(session, list(s.blocks), s.per_layer, s.control, reject=s.reject)
+    st.subheader(f"{len(neurons)} {'random (control)' if s.control else 'next-token'} neurons")
+    st.dataframe(neurons, hide_index=True, width="stretch", height=240)
+    table_downloads(neurons, "amlp_neurons", key="dl_amlp_neurons")
+    return neurons
 
 
-# -- background jobs -------------------------------------------------------------------------------
+def neuron_key(block: int, neuron: int) -> str:
+    """The URL value of a neuron: 'B{block}N{neuron}', 1-based block (an old 0-based '26.5201' never matches)."""
+    return f"B{int(block)}N{int(neuron)}"
 
 
+def neuron_label(row) -> str:
+    return f"block {row.block} · neuron {row.neuron} → {show_token(row.token)} (congruence {row.congruence:.2f})"
+
+
+def pick_neuron(neurons: pd.DataFrame):
+    """The neuron select box (URL key ``amlp_neuron``) -> the chosen row of ``neurons``."""
+    rows = {neuron_key(r.block, r.neuron): r for r in neurons.itertuples()}
+    picked = bound(st.selectbox, "amlp_neuron", next(iter(rows)), "Neuron", options=list(rows),
+                   format_func=lambda key: neuron_label(rows[key]))
+    return rows[picked]
+
+
+# -- background jobs -------------------------------------------------------------------------------------
 def _job(key: str, label: str, work, button: str, help_text: str):
     """Start button / progress / error / result of one background job (None until it has a result)."""
     name = label.replace(" ", "_")
     return jobs.job_panel(key, label, work, button=button, button_key=f"run_amlp_{name}", caption=help_text)
 
 
-def neuron_job(spec_key: str, neurons: pd.DataFrame, s: Settings, layer: int, neuron: int) -> dict | None:
-    """Prompts, attributions and ablation of one neuron, as a background job."""
+def neuron_job(spec_key: str, neurons: pd.DataFrame, s: Settings, block: int, neuron: int) -> dict | None:
+    """Prompts, attributions and ablation of ``neuron`` of 1-based ``block``, as a background job."""
     session = cached.get_session(spec_key)
     texts = list(s.texts)
-    key = stable_key("amlp-neuron", model=session.identity(), corpus=corpus_hash(texts), layer=layer,
-                     neuron=neuron, neurons=neurons[["layer", "neuron"]].values.tolist(), scan=asdict(s.scan),
+    key = stable_key("amlp-neuron", model=session.identity(), corpus=corpus_hash(texts), block=block,
+                     neuron=neuron, neurons=neurons[["block", "neuron"]].values.tolist(), scan=asdict(s.scan),
                      heads=asdict(s.heads))
 
     def work(progress) -> dict:
-        prompts = neuron_prompts(session, neurons, texts, s.scan, layer, neuron, lambda f, m: progress(0.7 * f, m))
+        prompts = neuron_prompts(session, neurons, texts, s.scan, block, neuron, lambda f, m: progress(0.7 * f, m))
         if len(prompts) < MIN_PROMPTS:
             return {"prompts": prompts}
         progress(0.7, f"attributions and ablation over {len(prompts)} prompts")
@@ -135,7 +235,7 @@ def summary_job(spec_key: str, neurons: pd.DataFrame, s: Settings) -> dict | Non
     session = cached.get_session(spec_key)
     texts = list(s.texts)
     key = stable_key("amlp-all", model=session.identity(), corpus=corpus_hash(texts),
-                     neurons=neurons[["layer", "neuron"]].values.tolist(), scan=asdict(s.scan), heads=asdict(s.heads))
+                     neurons=neurons[["block", "neuron"]].values.tolist(), scan=asdict(s.scan), heads=asdict(s.heads))
 
     def work(progress) -> dict:
         prompts = max_activating_prompts(session, neurons, texts, s.scan, lambda f, m: progress(0.5 * f, m))
@@ -146,52 +246,7 @@ def summary_job(spec_key: str, neurons: pd.DataFrame, s: Settings) -> dict | Non
                 "neurons already run above are reused from the disk cache.")
 
 
-# -- figures ---------------------------------------------------------------------------------------
-
-
-def neuron_label(row) -> str:
-    return f"block {row.layer} · neuron {row.neuron} → {show_token(row.token)} (congruence {row.congruence:.2f})"
-
-
-def attribution_heatmap(attr: pd.DataFrame, rule: str) -> alt.LayerChart:
-    """Prompts (y) x heads (x), colour = direct attribution; dots mark heads active under ``rule``."""
-    order = attr.drop_duplicates("head_label").sort_values(["head_layer", "head"]).head_label.tolist()
-    base = alt.Chart(attr).encode(
-        x=alt.X("head_label:N", sort=order, title="head (block, head; the first head of each block labelled)",
-                axis=alt.Axis(labelFontSize=8, labelExpr="indexof(datum.value, 'H0') >= 0 && "
-                              "indexof(datum.value, 'H0') == length(datum.value) - 2 ? datum.value : ''")),
-        y=alt.Y("prompt:O", title="prompt (by activation)"))
-    limit = float(attr["attr"].abs().max()) or 1.0
-    cells = base.mark_rect().encode(
-        color=alt.Color("attr:Q", scale=alt.Scale(scheme="redblue", reverse=True, domain=[-limit, limit]),
-                        title="attribution"),
-        tooltip=["prompt", "head_label", alt.Tooltip("attr:Q", format=".3f"), f"active_{rule}", f"share_{rule}"])
-    dots = base.transform_filter(alt.datum[f"active_{rule}"]).mark_point(
-        shape="circle", size=14, filled=True, color="black")
-    return (cells + dots).properties(width=max(400, 4 * len(order)), height=14 * attr.prompt.nunique() + 20)
-
-
-def share_chart(heads: pd.DataFrame, rule: str) -> alt.LayerChart:
-    """Share of prompts each head is active in; the 25-75 % band marks context-dependent heads."""
-    data = heads[heads[f"share_{rule}"] > 0]
-    bars = alt.Chart(data).mark_bar().encode(
-        x=alt.X("head_label:N", sort="-y", title="head"), y=alt.Y(f"share_{rule}:Q", title="share of prompts active",
-                                                                  scale=alt.Scale(domain=[0, 1])),
-        color=alt.Color(f"context_{rule}:N", title="context-dependent"),
-        tooltip=["head_label", alt.Tooltip(f"share_{rule}:Q", format=".0%"), alt.Tooltip("mean_attr:Q", format=".3f")])
-    band = alt.Chart(pd.DataFrame({"y": [0.25], "y2": [0.75]})).mark_rect(opacity=0.1, color="green").encode(
-        y="y:Q", y2="y2:Q")
-    return (band + bars).properties(width=560, height=220)
-
-
-def ablation_chart(ablation: pd.DataFrame, rule: str) -> alt.Chart:
-    data = ablation.assign(group=ablation[f"active_{rule}"].map({True: "active", False: "inactive"}))
-    return alt.Chart(data).mark_boxplot(extent="min-max").encode(
-        x=alt.X("group:N", title="head on the prompt"), y=alt.Y("drop:Q", title="decrease in p(neuron token)"),
-        color=alt.Color("group:N", legend=None),
-    ).properties(width=120, height=200).facet(facet=alt.Facet("head_label:N", title=None), columns=6)
-
-
+# -- sections --------------------------------------------------------------------------------------------
 def example_html(row, token: str) -> str:
     """A trimmed prompt with its last (activating) token highlighted and the neuron's token appended;
     every piece of text is HTML-escaped."""
@@ -202,9 +257,6 @@ def example_html(row, token: str) -> str:
             f"<span style='opacity:0.6'>[{nxt}]</span> <small>({row.trimmed_activation:.2f})</small></div>")
 
 
-# -- sections --------------------------------------------------------------------------------------
-
-
 def show_prompts(prompts: pd.DataFrame, token: str) -> None:
     st.markdown(f"**{len(prompts)} max-activating prompts**, trimmed to the shortest suffix keeping > 0.8 of the "
                 "activation (highlighted: the activating last token; in brackets: the neuron's token).")
@@ -213,10 +265,10 @@ def show_prompts(prompts: pd.DataFrame, token: str) -> None:
 
 
 def show_attributions(attr: pd.DataFrame, heads: pd.DataFrame, terms: pd.DataFrame, rule: str) -> None:
-    chart = attribution_heatmap(attr, rule)
+    chart = charts.attribution_heatmap(attr, rule)
     st.altair_chart(chart, width="content")
     chart_downloads(chart, attr, "amlp_attributions", key="dl_amlp_heatmap")
-    chart = share_chart(heads, rule)
+    chart = charts.share_chart(heads, rule)
     st.altair_chart(chart, width="content")
     chart_downloads(chart, heads, "amlp_head_shares", key="dl_amlp_shares")
     dependent = heads[heads[f"context_{rule}"]].sort_values("mean_attr", ascending=False)
@@ -236,8 +288,8 @@ def head_options(heads: pd.DataFrame) -> list[str]:
     return ranked.head_label.tolist()
 
 
-def show_examples(prompts: pd.DataFrame, attr: pd.DataFrame, head_label: str, rule: str, token: str) -> None:
-    flags = attr[attr.head_label == head_label].set_index("prompt")[f"active_{rule}"]
+def show_examples(prompts: pd.DataFrame, attr: pd.DataFrame, label: str, rule: str, token: str) -> None:
+    flags = attr[attr.head_label == label].set_index("prompt")[f"active_{rule}"]
     c1, c2 = st.columns(2)
     for column, wanted, title in ((c1, True, "Active"), (c2, False, "Inactive")):
         rows = [r for r in prompts.itertuples() if bool(flags.get(r.prompt, False)) == wanted]
@@ -245,23 +297,44 @@ def show_examples(prompts: pd.DataFrame, attr: pd.DataFrame, head_label: str, ru
         column.markdown("".join(example_html(r, token) for r in rows) or "—", unsafe_allow_html=True)
 
 
-def show_ablation(ablation: pd.DataFrame, head_label: str, rule: str) -> None:
-    from core.analyses.attention_mlp.heads import ks_tests
-
+def show_ablation(ablation: pd.DataFrame, label: str, rule: str) -> None:
     if ablation.empty:
         st.info("No context-dependent head to ablate for this neuron.")
         return
-    chart = ablation_chart(ablation, rule)
+    chart = charts.ablation_chart(ablation, rule)
     st.altair_chart(chart, width="content")
     chart_downloads(chart, ablation, "amlp_ablation", key="dl_amlp_ablation")
-    picked = ablation[ablation.head_label == head_label]
-    for name, frame in (("this neuron's ablated heads, pooled", ablation), (head_label, picked)):
+    picked = ablation[ablation.head_label == label]
+    for name, frame in (("this neuron's ablated heads, pooled", ablation), (label, picked)):
         if frame.empty:
-            st.caption(f"{head_label} is not context-dependent under either rule, so it was not ablated.")
+            st.caption(f"{label} is not context-dependent under either rule, so it was not ablated.")
             continue
         ks = ks_tests(frame).set_index("rule").loc[rule]
         st.markdown(f"KS test, {name}: D = {ks.ks_d:.3f}, p = {ks.p_value:.3g} "
                     f"({int(ks.n_active)} active vs {int(ks.n_inactive)} inactive prompt-head pairs).")
+
+
+def show_neuron(result: dict, token: str) -> None:
+    """One neuron's job result: prompts, then (with enough prompts) heads, examples, ablation and the explainer."""
+    prompts = result["prompts"]
+    show_prompts(prompts, token)
+    if "attributions" not in result:
+        st.warning(f"Only {len(prompts)} prompts survived trimming (at most 100 tokens): scan more texts.")
+        return
+    attr = result["attributions"]
+    heads = head_summary(attr)
+    st.subheader("Which heads drive the neuron")
+    rule = bound(st.radio, "amlp_rule", "top3", "Active rule", options=list(RULES), format_func=RULES.get,
+                 horizontal=True)
+    show_attributions(attr, heads, result["terms"], rule)
+    options = head_options(heads)
+    label = bound(st.selectbox, "amlp_head", options[0], "Head", options=options,
+                  help="B = block (1-based), H = head within the block.")
+    show_examples(prompts, attr, label, rule, token)
+    st.subheader("Ablation: zero the head, watch p(token)")
+    st.caption(ABLATION_CAPTION)
+    show_ablation(result["ablation"], label, rule)
+    explainer.panel(prompts, attr, label, rule, token)
 
 
 def show_summary(results: dict) -> None:
@@ -273,10 +346,7 @@ def show_summary(results: dict) -> None:
         st.markdown(f"Ablation KS ({row.rule}): D = {row.ks_d:.3f}, p = {row.p_value:.3g}; mean drop "
                     f"{row.mean_drop_active:.2e} active vs {row.mean_drop_inactive:.2e} inactive.")
     if not results["ablation"].empty:
-        data = results["ablation"].assign(group=results["ablation"].active_top3.map({True: "active", False: "inactive"}))
-        chart = alt.Chart(data).mark_boxplot(extent="min-max").encode(
-            x=alt.X("group:N", title="head on the prompt (top-3 rule)"), y=alt.Y("drop:Q", title="decrease in p(token)"),
-            color=alt.Color("group:N", legend=None)).properties(width=260, height=240)
+        chart = charts.pooled_ablation_chart(results["ablation"])
         st.altair_chart(chart, width="content")
         chart_downloads(chart, results["ablation"], "amlp_ablation_all", key="dl_amlp_ablation_all")
     for name in ("context_share", "ks", "heads", "skipped"):
@@ -286,15 +356,16 @@ def show_summary(results: dict) -> None:
 
 
 BUNDLED_REFERENCE = (
-    "Measured on the bundled model (blocks 26–29 0-based, 3 next-token neurons per block, 100 Wikipedia "
-    "evaluation paragraphs spread over the corpus, windows of 128 tokens, 20 prompts per neuron; `python -m core "
-    "attention-mlp --per-layer 3 --n-texts 100 --table ks`): neurons such as 27.1263 ' right' (congruence 23.3), "
-    "27.876 ' too' (18.9), 27.831 ' order' (18.2), 26.1360 ' well' (16.9), 29.1135 ' her' (14.0). All 12 neurons "
-    "have at least one context-dependent head under both rules (on average 3.2 heads per neuron with top-3, 7.0 "
-    "with mean + 2σ). Ablation, active vs inactive prompt-head pairs: top-3 KS D = 0.165, p = 9.9e-8 (385 vs "
-    "1435; mean drop 1.6e-3 vs 5.5e-4); mean + 2σ D = 0.123, p = 2.9e-6 (739 vs 1081). Random-neuron control "
-    "(one per block, same texts): 4 of 4 neurons also have context-dependent heads, but ablation does not "
-    "separate active from inactive: top-3 D = 0.059, p = 0.81; mean + 2σ D = 0.038, p = 0.95."
+    "Measured on the bundled model (blocks 27–30, 1-based; the paper's 0-based numbering would say 26–29; 3 "
+    "next-token neurons per block, 100 Wikipedia evaluation paragraphs spread over the corpus, windows of 128 "
+    "tokens, 20 prompts per neuron; `python -m core attention-mlp --per-layer 3 --n-texts 100 --table ks`): "
+    "neurons such as block 28 neuron 1263 ' right' (congruence 23.3), block 28 neuron 876 ' too' (18.9), "
+    "block 28 neuron 831 ' order' (18.2), block 27 neuron 1360 ' well' (16.9), block 30 neuron 1135 ' her' "
+    "(14.0). All 12 neurons have at least one context-dependent head under both rules (on average 3.2 heads per "
+    "neuron with top-3, 7.0 with mean + 2σ). Ablation, active vs inactive prompt-head pairs: top-3 KS D = 0.165, "
+    "p = 9.9e-8 (385 vs 1435; mean drop 1.6e-3 vs 5.5e-4); mean + 2σ D = 0.123, p = 2.9e-6 (739 vs 1081). "
+    "Random-neuron control (one per block, same texts): 4 of 4 neurons also have context-dependent heads, but "
+    "ablation does not separate active from inactive: top-3 D = 0.059, p = 0.81; mean + 2σ D = 0.038, p = 0.95."
 )
 
 

@@ -8,7 +8,14 @@ import os
 import pandas as pd
 import streamlit as st
 
-from core.analyses.attention_mlp.explainer import ChatEndpoint, Example, explain_and_score, explanation_prompt, score_labels, split_examples
+from core.analyses.attention_mlp.explainer import (
+    ChatEndpoint,
+    Example,
+    explain_and_score,
+    explanation_prompt,
+    score_labels,
+    split_examples,
+)
 from ui.downloads import table_downloads
 
 MODES = ("off", "manual", "endpoint")

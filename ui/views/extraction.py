@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Callable
 
-import altair as alt
 import pandas as pd
 import streamlit as st
 
-from core.analyses.extraction import qualitative_checks, run_extraction, summarise  # noqa: F401 (used by the page)
+from core.analyses.extraction import qualitative_checks, run_extraction, summarise
 from core.cache import stable_key
 from core.data import CORPORA, corpus_texts, evaluation_texts, parse_user_texts, sample_texts
+from core.lenses.registry import LEARNED
+from core.progress import Progress
 from ui import cached
+from ui.charts.extraction import metric_chart
+from ui.downloads import show_chart, table_downloads
+from ui.job_panel import job_panel
 from ui.state import bound
+from ui.views import lens_training
 
+URL_KEYS = ["corpus", "n", "seed"]  # besides the model and prompt every page keeps
 METRICS = {
     "precision_at_1": "precision@1 (lens top-1 = the model's own prediction)",
     "surprisal_patched": "surprisal of the model's answer under the lens, −log p_lens(y*) (logitscope), nats",
@@ -40,7 +47,7 @@ def controls(spec_key: str) -> ExtractionRequest | None:
     n = int(bound(c2.number_input, "n", 100, "Texts (one random position each)", parse=int,
                   min_value=5, max_value=3000, step=5))
     seed = int(bound(c3.number_input, "seed", 0, "Seed", parse=int, min_value=0, max_value=2**31 - 1))
-    available = [m for m in cached.LENS_NAMES if m not in ("tuned", "affine")
+    available = [m for m in cached.LENS_NAMES if m not in LEARNED
                  or cached.trained_lenses(spec_key) is not None]
     methods = st.multiselect("Methods", list(cached.LENS_NAMES), default=available,
                              format_func=cached.LENS_NAMES.get, key="w_methods")
@@ -68,34 +75,51 @@ def controls(spec_key: str) -> ExtractionRequest | None:
     return ExtractionRequest(label, tuple(sample), n, seed, tuple(methods))
 
 
+def learned_lens_hint(spec_key: str) -> None:
+    """Without trained tuned and affine lenses, an expander with the panel that trains them."""
+    if cached.trained_lenses(spec_key) is None:
+        with st.expander("The tuned and affine lenses need training for this model first"):
+            lens_training.panel(spec_key)
+
+
 def job_key(spec_key: str, request: ExtractionRequest) -> str:
+    """What the job computes: model identity, the sampled texts, seed, methods and the learned lenses' versions."""
     digest = hashlib.sha256("\x00".join(request.texts).encode("utf-8")).hexdigest()
-    versions = {m: getattr(cached.build_lens(spec_key, m), "version", "") for m in request.methods
-                if m in ("tuned", "affine")}
+    versions = {m: cached.lens_identity(spec_key, m) for m in request.methods if m in LEARNED}
     return stable_key("extraction-job", model=cached.get_session(spec_key).identity(), texts=digest,
                       seed=request.seed, methods=request.methods, versions=versions)
 
 
-def work(spec_key: str, request: ExtractionRequest):
+def work(spec_key: str, request: ExtractionRequest) -> Callable[[Progress], pd.DataFrame]:
+    """The background job: the lenses are built now (in the script thread), the extraction runs in the job."""
     lenses = {m: cached.build_lens(spec_key, m) for m in request.methods}
 
-    def run(progress):
+    def run(progress: Progress) -> pd.DataFrame:
         return run_extraction(cached.get_session(spec_key), list(request.texts), lenses, request.seed, progress)
     return run
 
 
-def metric_chart(summary: pd.DataFrame, metric: str) -> alt.Chart:
-    """One line per method across source layers (surprisals on a symlog axis: the embeddings' logit-lens
-    reading is off by two orders of magnitude)."""
-    scale = alt.Scale(domain=[0, 1]) if metric == "precision_at_1" else alt.Scale(type="symlog")
-    return alt.Chart(summary).mark_line(point=True).encode(
-        x=alt.X("layer:Q", title="source layer (0 = embeddings)"),
-        y=alt.Y(f"{metric}:Q", scale=scale,
-                title="precision@1" if metric == "precision_at_1" else f"{metric.replace('_', ' ')} (nats, symlog)"),
-        color=alt.Color("method:N", title="method"),
-        strokeDash=alt.StrokeDash("method:N", title="method"),
-        tooltip=["layer", "method", alt.Tooltip(f"{metric}:Q", format=".3f"), "n"],
-    ).properties(width=560, height=300)
+def run_job(spec_key: str, request: ExtractionRequest) -> pd.DataFrame | None:
+    """The Run button, then the job's progress; returns its rows (one per text, layer and method) once done."""
+    caption = (f"{len(request.texts)} texts from {request.corpus_label}; about 0.5 s per text on 2 CPU cores. "
+               "Results are cached on disk.")
+    return job_panel(job_key(spec_key, request), "Extraction", work(spec_key, request), button_key="run_extraction",
+                     caption=caption)
+
+
+def show_result(rows: pd.DataFrame) -> None:
+    """The verdicts, one chart per metric (with downloads) and the tables of a finished extraction."""
+    summary = summarise(rows)
+    st.subheader(f"{rows.text.nunique()} texts, {summary.layer.nunique()} layers, {summary.method.nunique()} methods")
+    verdicts(summary)
+    st.caption("Methods: " + "; ".join(f"**{m}** = {cached.LENS_NAMES[m]}" for m in sorted(summary.method.unique())))
+    for metric, description in METRICS.items():
+        st.markdown(f"**{description}**")
+        show_chart(metric_chart(summary, metric), summary, f"extraction_{metric}")
+    with st.expander("Table (per layer and method)", expanded=False):
+        st.dataframe(summary, hide_index=True, width="stretch")
+        table_downloads(summary, "extraction_summary", key="dl_extraction_table")
+        table_downloads(rows, "extraction_rows", key="dl_extraction_rows")
 
 
 def verdicts(summary: pd.DataFrame) -> None:

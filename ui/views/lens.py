@@ -8,12 +8,18 @@ import pandas as pd
 import streamlit as st
 
 from core.analyses.lens import LensResult, compare_frames, first_layer_reaching, settling_layer
+from core.lenses.registry import LEARNED  # the lenses that need training first
 from ui import cached
 from ui.charts import lens as charts
 from ui.downloads import chart_downloads, table_downloads
-from ui.format import auto_stride, layer_label, show_token, strided_layers
+from ui.format import after_block, auto_stride, layer_label, show_token, strided_layers
+from ui.page import stop_page
 from ui.state import bound, set_value, url_list, url_value
+from ui.views import lens_training
 
+# besides the model and prompt every page keeps
+URL_KEYS = ["lens", "lens_b", "identity_prompt", "question_prompt", "color", "top_k", "target", "stride",
+            "positions", "cell", "whatif", "prompt_b"]
 MAX_SHOWN_POSITIONS = 48
 
 
@@ -53,11 +59,27 @@ def lens_choice() -> tuple[str, str, tuple[tuple[str, str], ...]]:
 def fetch(spec_key: str, prompt: str, opts: LensOptions, lens: str, target_ids: tuple[int, ...] = ()) -> LensResult:
     """Cached lens result for ``lens`` (its version ties tuned/affine results to the trained weights)."""
     version = ""
-    if lens in ("tuned", "affine"):
+    if lens in LEARNED:
         trained = cached.trained_lenses(spec_key)
         version = str(trained.report.get("seconds", "")) if trained is not None else ""
     return cached.lens_result(spec_key, prompt, opts.top_k, opts.targets, target_ids, lens,
                               opts.target_prompt(lens), version)
+
+
+def fetch_both(spec_key: str, prompt: str, opts: LensOptions) -> tuple[LensResult, LensResult | None]:
+    """The chosen lens's result and the side-by-side one's (None without); bad input ends the page with its
+    message (and the training panel when a learned lens is not trained yet)."""
+    try:
+        result = fetch(spec_key, prompt, opts, opts.lens)
+        other = fetch(spec_key, prompt, opts, opts.lens_b) if opts.lens_b != "none" else None
+    except (ValueError, MemoryError) as err:
+        st.error(str(err))
+        if opts.lens in LEARNED or opts.lens_b in LEARNED:
+            lens_training.panel(spec_key)
+        stop_page()
+    for note in result.notes:
+        st.info(note)
+    return result, other
 
 
 def _parse_targets(text: str) -> list[str]:
@@ -117,6 +139,62 @@ def current_cell(n_layers: int, n_pos: int) -> tuple[int, int]:
     return min(max(layer, 0), n_layers), min(max(pos, 0), n_pos - 1)
 
 
+def heatmaps(result: LensResult, other: LensResult | None, opts: LensOptions, n_layers: int) -> tuple[int, int]:
+    """The heatmap (two side by side with a second lens) over the shown layers and positions; a click on either
+    selects a cell. Returns the selected (layer, position), also kept in the URL."""
+    n_pos = len(result.tokens)
+    layers = strided_layers(n_layers, opts.stride)
+    first, last = position_window(n_pos)
+
+    def visible(frame: pd.DataFrame) -> pd.DataFrame:
+        return frame[frame.layer.isin(layers) & frame.position.between(first, last)]
+
+    cell = current_cell(n_layers, n_pos)
+    if other is None:
+        cell = heatmap(visible(result.frame), opts.metric, cell)
+    else:
+        sides = st.columns(2) if last - first < 10 else (st.container(), st.container())
+        with sides[0]:
+            st.markdown(f"**{cached.LENS_NAMES[opts.lens]}**")
+            cell = heatmap(visible(result.frame), opts.metric, cell)
+        with sides[1]:
+            st.markdown(f"**{cached.LENS_NAMES[opts.lens_b]}**")
+            cell = heatmap(visible(other.frame), opts.metric, cell, name="lens_b")
+    set_value("cell", f"{cell[0]},{cell[1]}")
+    return cell
+
+
+def selected_cell(result: LensResult, other: LensResult | None, opts: LensOptions, cell: tuple[int, int],
+                  n_layers: int) -> None:
+    """The cell picker, the cell's top-k table(s) and target trajectories, then the full table."""
+    st.subheader("Selected cell")
+    st.caption("Click a cell in the heatmap, or pick it here.")
+    cell_picker(cell, list(range(n_layers + 1)), len(result.tokens), result.tokens)
+    cell_details(result, cell, other, (opts.lens, opts.lens_b))
+    with st.expander("Full table (every layer × position)"):
+        st.dataframe(result.frame, hide_index=True, width="stretch", height=300)
+        table_downloads(result.frame, "lens", key="dl_lens_table")
+
+
+def what_if_section(spec_key: str, prompt: str, result: LensResult, opts: LensOptions) -> None:
+    """A toggle (bound to the URL) that opens the comparison with an edited prompt."""
+    st.subheader("What if?")
+    whatif = st.toggle("Compare with an edited prompt", value=url_value("whatif", "0") == "1", key="w_whatif")
+    set_value("whatif", "1" if whatif else "0")
+    if whatif:
+        try:
+            what_if(spec_key, prompt, result, opts)
+        except (ValueError, MemoryError) as err:
+            st.error(str(err))
+
+
+def learned_lens_panel(spec_key: str, opts: LensOptions) -> None:
+    """With a tuned or affine lens chosen: their training status, held-out KL and (re)training."""
+    if set(LEARNED) & {opts.lens, opts.lens_b}:
+        with st.expander("Learned lenses: training and held-out KL"):
+            lens_training.panel(spec_key)
+
+
 def heatmap(frame: pd.DataFrame, metric: str, cell: tuple[int, int], name: str = "lens") -> tuple[int, int]:
     """Draw the heatmap; a click on a cell selects it. Returns the (possibly new) selected cell."""
     if not ((frame.layer == cell[0]) & (frame.position == cell[1])).any():
@@ -153,8 +231,7 @@ def _topk_table(result: LensResult, cell: tuple[int, int], title: str, key: str)
     row = result.frame[(result.frame.layer == layer) & (result.frame.position == pos)].iloc[0]
     top = pd.DataFrame({"rank": range(1, len(row.top_tokens) + 1), "token": row.top_tokens,
                         "probability": row.top_probs})
-    st.markdown(f"**{title}: top-{len(top)} after {'the embeddings' if layer == 0 else f'block {layer}'} "
-                f"at position {pos} ({show_token(row.token)})**")
+    st.markdown(f"**{title}: top-{len(top)} {after_block(layer)} at position {pos} ({show_token(row.token)})**")
     st.dataframe(top.assign(token=top.token.map(show_token)), hide_index=True, width="stretch")
     table_downloads(top, f"topk_{key}_layer{layer}_pos{pos}", key=f"dl_topk_{key}")
 

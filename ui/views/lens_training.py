@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
-import altair as alt
+from typing import Callable
+
 import pandas as pd
 import streamlit as st
 
 from core.cache import stable_key
 from core.data import CORPORA
-from core.lenses.training import TrainingConfig, train_lenses, training_split
 from core.lenses.learned import import_lenses, lens_dir, save_lenses
+from core.lenses.training import TrainingConfig, train_lenses, training_split
+from core.progress import Progress
 from ui import cached
 from ui import job_panel as jobs
-from ui.downloads import chart_downloads
-from ui.format import layer_label
+from ui.charts.lens_training import kl_chart
+from ui.downloads import show_chart
 
-def _work(spec_key: str, cfg: TrainingConfig):
-    def run(progress):
+
+def _work(spec_key: str, cfg: TrainingConfig) -> Callable[[Progress], dict]:
+    """The background job that trains both learned lenses, saves them and returns the training report."""
+
+    def run(progress: Progress) -> dict:
         session = cached.get_session(spec_key)
         train, held = training_split(cfg)
         trained = train_lenses(session, train, held, cfg, progress)
@@ -27,18 +32,10 @@ def _work(spec_key: str, cfg: TrainingConfig):
 
 
 def kl_frame(report: dict) -> pd.DataFrame:
+    """A training report -> tidy rows (layer, lens, kl): the held-out KL of each learned lens per layer."""
     rows = [{"layer": layer, "lens": lens, "kl": kl}
             for lens, values in report.get("heldout_kl", {}).items() for layer, kl in enumerate(values)]
     return pd.DataFrame(rows)
-
-
-def kl_chart(frame: pd.DataFrame) -> alt.Chart:
-    data = frame.assign(layer_label=frame.layer.map(layer_label))
-    return alt.Chart(data).mark_line(point=True).encode(
-        x=alt.X("layer:Q", title="layer (0 = embeddings)"),
-        y=alt.Y("kl:Q", scale=alt.Scale(type="symlog"), title="held-out KL(final ‖ lens), nats (symlog)"),
-        color=alt.Color("lens:N"), tooltip=["layer_label", "lens", alt.Tooltip("kl:Q", format=".3f")],
-    ).properties(width=520, height=260)
 
 
 def panel(spec_key: str) -> None:
@@ -57,9 +54,7 @@ def panel(spec_key: str) -> None:
                    f"({report.get('kl_steps', '?')} KL steps) on {report.get('config', {}).get('corpus', '?')}; "
                    f"stored in {lens_dir(cached.get_session(spec_key))}.")
         frame = kl_frame(report)
-        chart = kl_chart(frame)
-        st.altair_chart(chart, width="content")
-        chart_downloads(chart, frame, "heldout_kl", key="dl_heldout_kl")
+        show_chart(kl_chart(frame), frame, "heldout_kl")
     else:
         st.info("No tuned lens for this model yet. Training takes about 4 minutes on 2 CPU cores: "
                 f"residuals of ~12K tokens of the {CORPORA['wikipedia']}, a least-squares fit per layer, "

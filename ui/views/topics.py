@@ -1,26 +1,92 @@
-"""Building blocks of the Neuron topics page: settings, background jobs, the NPMI graph, tables."""
+"""Building blocks of the Neuron topics page: the unit picker, settings, background jobs, the three tabs and
+their tables (the charts are built in ui/charts/topics.py).
+
+Blocks are 1-based (block l writes layer l; core/layers.py), in the ``topics_block`` URL key, the widgets, the
+captions, the download names and the calls into the analysis (core.analyses.topics.cached_runs takes them so).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable
 
-import altair as alt
 import pandas as pd
 import streamlit as st
 
-from core.analyses.topics.neuron import TopicParams
-from core.analyses.topics.corpus import DEFAULT_MIN_FREQ, DEFAULT_VOCAB_SIZE, MIN_WORD_LEN, WINDOW
-from core.analyses.topics.word_sets import (
-    DEFAULT_TIME_LIMIT, FUNCTION_SIZE_LIMITS, FUNCTION_THRESHOLDS, PAPER_SIZE_LIMITS, PAPER_THRESHOLDS,
-)
 from core.analyses.topics.cached_runs import Reference, compare_random, prepare, scan_layer, unit_result
-from core.analyses.topics.vocab import DEFAULT_TAU
+from core.analyses.topics.corpus import DEFAULT_MIN_FREQ, DEFAULT_VOCAB_SIZE, MIN_WORD_LEN, WINDOW
+from core.analyses.topics.neuron import TopicParams
+from core.analyses.topics.params import PAPER_SIZE_LIMITS, PAPER_THRESHOLDS
+from core.analyses.topics.vocab import DEFAULT_TAU, MODES
+from core.analyses.topics.word_sets import DEFAULT_TIME_LIMIT, FUNCTION_SIZE_LIMITS, FUNCTION_THRESHOLDS
 from core.cache import stable_key
+from core.layers import after_block, layer_entering
+from core.model.session import ModelSession
+from core.validate import text_folder
 from ui import cached
 from ui import job_panel as jobs
+from ui.charts import topics as charts
 from ui.downloads import chart_downloads, table_downloads
+from ui.state import bound, set_value
 
-GRAPH_EDGES = 1500
+URL_KEYS = ["topics_mode", "topics_block", "topics_unit", "topics_seed"]
+HEADING = "Neuron topics: superposed topic models"
+CAPTION = (
+    "A unit's vocabulary distribution β (the logits it alone produces), its top and bottom τ tokens mapped to "
+    "words of a reference corpus, the NPMI graph among those words, disjoint word sets from the star heuristic, "
+    "and for each set the 10 words of maximal mean pairwise NPMI (coherence), solved exactly as an integer "
+    "program (SciPy milp / HiGHS). The random baseline puts a seeded permutation of the vocabulary in place of β. "
+    "Blocks are numbered from 1 as on every page: block l writes layer l, and neuron n of block l is the same "
+    "neuron as block l on the Attention → MLP page."
+)
+TABS = ["Neuron", "Find interesting neurons", "Real vs random"]
+
+
+@dataclass(frozen=True)
+class Unit:
+    """The unit the page shows: ``mode``, 1-based ``block``, ``unit`` (neuron or residual dimension), the
+    baseline ``seed``, and how many units the block has in this mode."""
+
+    mode: str
+    block: int
+    unit: int
+    seed: int
+    n_units: int
+
+    @property
+    def hi(self) -> bool:
+        return self.mode.startswith("hi")
+
+
+def unit_controls(session: ModelSession) -> Unit:
+    """Mode, block (1-based), unit and baseline seed, bound to the URL; then a line saying what is injected."""
+    adapter = session.adapter
+    c1, c2, c3, c4 = st.columns([3, 1, 1, 1])
+    mode = bound(c1.selectbox, "topics_mode", "hi-c", "Mode", options=list(MODES), format_func=MODES.get)
+    n_units = adapter.d_mlp if mode.startswith("hi") else adapter.d_model
+    block = int(bound(c2.number_input, "topics_block", adapter.n_layers // 2, "Block", parse=int, min_value=1,
+                      max_value=adapter.n_layers,
+                      help="1-based: block l writes layer l (the app's labels: emb, 1 … L). Hi modes read the MLP "
+                           "of block l, Lo modes inject into the stream entering it."))
+    unit = int(bound(c3.number_input, "topics_unit", 0, "Neuron" if mode.startswith("hi") else "Dimension",
+                     parse=int, min_value=0, max_value=n_units - 1))
+    seed = int(bound(c4.number_input, "topics_seed", 0, "Baseline seed", parse=int, min_value=0,
+                     max_value=2**31 - 1))
+    chosen = Unit(mode, block, unit, seed, n_units)
+    st.markdown(describe_unit(chosen, adapter.n_layers))
+    return chosen
+
+
+def describe_unit(u: Unit, n_layers: int) -> str:
+    """One line: which vector is injected, which blocks it runs through, then the final norm and unembedding."""
+    where = (f"MLP neuron {u.unit} of block {u.block}: its output direction (row {u.unit} of the down-projection "
+             "as [d_mlp, d_model], plus the projection's bias where it has one, as GPT-2's c_proj)"
+             if u.hi else f"residual dimension {u.unit} entering block {u.block} "
+             f"(= {after_block(layer_entering(u.block))})")
+    runs = {"hi-c": f"blocks {u.block + 1}…{n_layers}" if u.block < n_layers else "no later block",
+            "hi-i": "no block", "lo-c": f"blocks {u.block}…{n_layers}", "lo-i": f"block {u.block} only"}[u.mode]
+    return (f"**{MODES[u.mode].split(':')[0]}** — {where}, injected as a one-token sequence, run through {runs}, "
+            "then the final norm and the unembedding.")
 
 
 def settings() -> TopicParams:
@@ -62,8 +128,6 @@ MIN_FREQ_HELP = (f"p(w) and p(a, b) count as 0 below this many windows. The pape
 def check(params: TopicParams) -> None:
     """ValueError (one line, shown by the page) for settings the pipeline would reject, before a job starts:
     the analysis's own rules, and a corpus folder that does not exist or holds no .txt files."""
-    from core.validate import text_folder
-
     params.check()
     if params.corpus not in ("", "wikipedia", "bundled"):
         text_folder(params.corpus)
@@ -97,86 +161,40 @@ def describe_reference(ref: Reference, params: TopicParams) -> None:
         "also counts, so ' Paris' gives 'paris'); the cut shrinks by 50 until the pool holds ≤ τ words.")
 
 
-def unit_job(spec_key: str, ref: Reference, mode: str, layer: int, unit: int, params: TopicParams,
+def unit_job(spec_key: str, ref: Reference, mode: str, block: int, unit: int, params: TopicParams,
              random_seed: int | None) -> Any:
+    """One unit of 1-based ``block`` (or its random baseline), started at once."""
     session = cached.get_session(spec_key)
     which = "random baseline" if random_seed is not None else "neuron"
-    key = stable_key("topics-unit-job", model=session.identity(), counts=ref.counts.key, mode=mode, layer=layer,
+    key = stable_key("topics-unit-job", model=session.identity(), counts=ref.counts.key, mode=mode, block=block,
                      unit=unit, seed=random_seed, **params.cache_parts())
-    return job(key, f"Topics of the {which}", lambda progress: unit_result(session, ref, mode, layer, unit, params,
+    return job(key, f"Topics of the {which}", lambda progress: unit_result(session, ref, mode, block, unit, params,
                                                                            random_seed),
                "Run", f"topics_unit_{which}", start_now=True)
 
 
-def scan_job(spec_key: str, ref: Reference, mode: str, layer: int, params: TopicParams) -> pd.DataFrame | None:
+def scan_job(spec_key: str, ref: Reference, mode: str, block: int, params: TopicParams) -> pd.DataFrame | None:
+    """Every unit of 1-based ``block``, behind a button."""
     session = cached.get_session(spec_key)
-    key = stable_key("topics-scan-job", model=session.identity(), counts=ref.counts.key, mode=mode, layer=layer,
+    key = stable_key("topics-scan-job", model=session.identity(), counts=ref.counts.key, mode=mode, block=block,
                      **params.cache_parts())
-    return job(key, f"Scanning block {layer + 1}",
-               lambda progress: scan_layer(session, ref, mode, layer, params, progress),
+    return job(key, f"Scanning block {block}",
+               lambda progress: scan_layer(session, ref, mode, block, params, progress),
                "Scan the block", "topics_scan")
 
 
-def compare_job(spec_key: str, ref: Reference, mode: str, layer: int, n: int, seed: int,
+def compare_job(spec_key: str, ref: Reference, mode: str, block: int, n: int, seed: int,
                 params: TopicParams) -> dict[str, pd.DataFrame] | None:
+    """``n`` random units of 1-based ``block`` against the random baseline, behind a button."""
     session = cached.get_session(spec_key)
-    key = stable_key("topics-compare-job", model=session.identity(), counts=ref.counts.key, mode=mode, layer=layer,
+    key = stable_key("topics-compare-job", model=session.identity(), counts=ref.counts.key, mode=mode, block=block,
                      n=n, seed=seed, **params.cache_parts())
     return job(key, f"Real vs random ({n} units)",
-               lambda progress: compare_random(session, ref, mode, layer, n, seed, params, progress),
+               lambda progress: compare_random(session, ref, mode, block, n, seed, params, progress),
                "Compare", "topics_compare")
 
 
-# -- figures ------------------------------------------------------------------------------------------
-_layouts: dict[int, tuple[pd.DataFrame, pd.DataFrame]] = {}
-
-
-def graph_frames(edges: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Non-empty edge frame of one polarity -> (nodes with x, y, set, degree; edges with endpoint positions).
-
-    The spring layout takes about a second, so the last few are remembered (keyed by the edges' content)."""
-    edges = edges.head(GRAPH_EDGES)
-    key = int(pd.util.hash_pandas_object(edges, index=False).sum())
-    if key not in _layouts:
-        if len(_layouts) >= 8:
-            _layouts.pop(next(iter(_layouts)))
-        _layouts[key] = _layout(edges)
-    return _layouts[key]
-
-
-def _layout(edges: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    import networkx as nx
-
-    graph = nx.Graph()
-    graph.add_weighted_edges_from(zip(edges.a, edges.b, edges.npmi))
-    pos = nx.spring_layout(graph, seed=0, weight="weight") if len(graph) else {}
-    set_of = dict(zip(edges.a, edges.set_a)) | dict(zip(edges.b, edges.set_b))
-    nodes = pd.DataFrame([{"word": w, "x": float(xy[0]), "y": float(xy[1]), "degree": graph.degree(w),
-                           "set": f"set {set_of[w]}" if set_of[w] else "no set"} for w, xy in pos.items()])
-    lines = edges.assign(x=edges.a.map(lambda w: pos[w][0]), y=edges.a.map(lambda w: pos[w][1]),
-                         x2=edges.b.map(lambda w: pos[w][0]), y2=edges.b.map(lambda w: pos[w][1]))
-    return nodes, lines
-
-
-def graph_chart(nodes: pd.DataFrame, lines: pd.DataFrame) -> alt.LayerChart:
-    """Spring layout of the NPMI graph: edges as lines (opacity = NPMI), words as points coloured by set."""
-    axis = dict(axis=None)
-    zoom = alt.selection_interval(bind="scales")
-    edge = alt.Chart(lines).mark_rule(strokeWidth=0.6).encode(
-        x=alt.X("x:Q", **axis), y=alt.Y("y:Q", **axis), x2="x2:Q", y2="y2:Q",
-        opacity=alt.Opacity("npmi:Q", scale=alt.Scale(range=[0.08, 0.6]), legend=None), color=alt.value("#888"),
-        tooltip=["a", "b", alt.Tooltip("npmi:Q", format=".3f")])
-    labels = sorted(set(nodes.set) - {"no set"}, key=lambda s: int(s.split()[1])) + ["no set"]
-    palette = ["#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#eeca3b", "#9d755d", "#ff9da6"]
-    colours = alt.Scale(domain=labels, range=[palette[i % len(palette)] for i in range(len(labels) - 1)] + ["#c8c8c8"])
-    point = alt.Chart(nodes).mark_circle(size=60).encode(
-        x="x:Q", y="y:Q", color=alt.Color("set:N", title="star set", scale=colours, sort=labels),
-        tooltip=["word", "set", alt.Tooltip("degree:Q", title="edges shown")])
-    label = alt.Chart(nodes).mark_text(dy=-8, fontSize=10).encode(x="x:Q", y="y:Q", text="word:N",
-                                                                   color=alt.Color("set:N", legend=None, scale=colours))
-    return alt.layer(edge, point, label).add_params(zoom).properties(width=760, height=520)
-
-
+# -- tables and tabs ----------------------------------------------------------------------------------
 def show_sets(sets: pd.DataFrame, summary: pd.DataFrame, name: str, key: str) -> None:
     """Per polarity: pool size, word sets with their best 10-word topic and its coherence."""
     for row in summary.itertuples():
@@ -199,21 +217,6 @@ MEASURED = (
     "(NPMI ≈ −0.3 … −0.9 for those).")
 
 
-def comparison_chart(rows: pd.DataFrame, topics: pd.DataFrame) -> alt.HConcatChart:
-    """Word sets per pool and topic coherence, real vs random (one tick per pool / topic)."""
-    sets = alt.Chart(rows).mark_tick(thickness=2).encode(
-        x=alt.X("n_sets:Q", title="word sets per pool"), y=alt.Y("source:N", title=None),
-        color=alt.Color("source:N", legend=None),
-        tooltip=["unit:Q", "source:N", "polarity:N", "n_sets:Q", "pool_size:Q"],
-    ).properties(width=320, height=90)
-    coherent = alt.Chart(topics.dropna(subset=["coherence"])).mark_tick(thickness=2).encode(
-        x=alt.X("coherence:Q", title="topic coherence (mean pairwise NPMI)"), y=alt.Y("source:N", title=None),
-        color=alt.Color("source:N", legend=None),
-        tooltip=["unit:Q", "source:N", "polarity:N", alt.Tooltip("coherence:Q", format=".3f"), "topic:N"],
-    ).properties(width=320, height=90)
-    return alt.hconcat(sets, coherent)
-
-
 def show_comparison(frames: dict[str, pd.DataFrame], name: str) -> None:
     """Mann-Whitney table, the tick chart and the per-pool / per-topic tables."""
     tests = frames["tests"]
@@ -221,7 +224,7 @@ def show_comparison(frames: dict[str, pd.DataFrame], name: str) -> None:
         p = "n/a (no values to compare)" if pd.isna(row.p) else f"{row.p:.2g}"
         st.markdown(f"**{row.metric}**: real mean {row.real_mean:.3f} (n={row.n_real}) vs random "
                     f"{row.random_mean:.3f} (n={row.n_random}); Mann-Whitney U = {row.U:.0f}, p = {p}")
-    chart = comparison_chart(frames["rows"], frames["topics"])
+    chart = charts.comparison_chart(frames["rows"], frames["topics"])
     st.altair_chart(chart, width="content")
     chart_downloads(chart, frames["rows"], name, key="dl_topics_cmp_chart")
     with st.expander("Tables"):
@@ -232,8 +235,6 @@ def show_comparison(frames: dict[str, pd.DataFrame], name: str) -> None:
 
 
 def _show_unit(unit: int) -> None:
-    from ui.state import set_value
-
     set_value("topics_unit", unit)
     st.session_state["w_topics_unit"] = unit
 
@@ -248,3 +249,70 @@ def pick_from_scan(scan: pd.DataFrame) -> None:
     unit = row.selectbox("Unit", best.unit.tolist(), key="w_topics_pick",
                          format_func=lambda u: f"{u} ({int(best.set_index('unit').n_sets[u])} word sets)")
     row.button("Show its topics", key="topics_pick", on_click=_show_unit, args=(int(unit),))
+
+
+def _graph(real) -> None:
+    """The NPMI graph of the unit's top or bottom pool, optionally only among words in star sets."""
+    g1, g2 = st.columns([2, 3])
+    pol = g1.radio("Graph of", ["pos", "neg"], horizontal=True, key="w_topics_graph",
+                   format_func={"pos": "top τ pool", "neg": "bottom τ pool"}.get)
+    only_sets = g2.checkbox("Only words in star sets", key="w_topics_only_sets")
+    edges = real.edges[real.edges.polarity == pol]
+    edges = edges[(edges.set_a > 0) & (edges.set_b > 0)] if only_sets else edges
+    if edges.empty:
+        st.info("No NPMI edge within the thresholds among words with at least κ lower such edges"
+                + (" and in star sets." if only_sets else "."))
+        return
+    nodes, lines = charts.graph_frames(edges)
+    chart = charts.graph_chart(nodes, lines)
+    st.caption(f"NPMI edges within θ among words of degree ≥ κ lower (the {len(lines)} strongest of "
+               f"{len(edges)}); colour = star set; drag to pan, scroll to zoom.")
+    st.altair_chart(chart, width="content")
+    chart_downloads(chart, lines, f"topics_graph_{pol}", key="dl_topics_graph")
+
+
+def neuron_tab(spec_key: str, ref: Reference, u: Unit, params: TopicParams) -> None:
+    """The unit and its random baseline side by side, then the NPMI graph and the pools."""
+    real_col, random_col = st.columns([3, 2])
+    with real_col:
+        st.subheader("This unit")
+        real = unit_job(spec_key, ref, u.mode, u.block, u.unit, params, None)
+    with random_col:
+        st.subheader(f"Random baseline (seed {u.seed})")
+        rand = unit_job(spec_key, ref, u.mode, u.block, u.unit, params, u.seed)
+    if real is not None:
+        for note in real.notes:
+            st.warning(note)
+        with real_col:
+            show_sets(real.sets, real.summary, f"topics_{u.mode}_b{u.block}_u{u.unit}", "topics_real")
+    if rand is not None:
+        with random_col:
+            show_sets(rand.sets, rand.summary, f"topics_random_{u.seed}", "topics_random")
+    if real is None:
+        return
+    _graph(real)
+    with st.expander("Pools and edges"):
+        st.dataframe(real.pools, hide_index=True, width="stretch", height=240)
+        table_downloads(real.pools, "topics_pools", key="dl_topics_pools")
+        table_downloads(real.edges, "topics_edges", key="dl_topics_edges")
+
+
+def scan_tab(spec_key: str, ref: Reference, u: Unit, params: TopicParams) -> None:
+    """Every unit of the block (a job behind a button), with a picker that shows one in the Neuron tab."""
+    st.caption(f"Every unit of block {u.block} ({u.n_units}): pools and star sets of both polarities, without the "
+               "exact topics; most word sets first. Show one in the Neuron tab with the button below.")
+    scan = scan_job(spec_key, ref, u.mode, u.block, params)
+    if scan is not None:
+        pick_from_scan(scan)
+        st.dataframe(scan, hide_index=True, width="stretch", height=360)
+        table_downloads(scan, f"topics_scan_{u.mode}_b{u.block}", key="dl_topics_scan")
+
+
+def compare_tab(spec_key: str, ref: Reference, u: Unit, params: TopicParams) -> None:
+    """Seeded random units of the block against as many random-permutation baselines (a job behind a button)."""
+    st.caption("Units drawn at random (seeded) from the block against the same number of random-permutation "
+               "baselines, through the same pipeline; two-sided Mann-Whitney U tests. " + MEASURED)
+    n = int(st.number_input("units sampled from the block", 2, u.n_units, min(20, u.n_units), key="w_topics_cmp_n"))
+    frames = compare_job(spec_key, ref, u.mode, u.block, n, u.seed, params)
+    if frames is not None:
+        show_comparison(frames, f"topics_compare_{u.mode}_b{u.block}")

@@ -1,23 +1,29 @@
 """Top-k order page, the Intervention and Other-modalities tabs: controls, background jobs, figures, tables.
 
 Widget keys start with ``w_topk_`` and button keys with ``run_topk_<section>`` so they never clash with the
-other tabs. Every number in the captions is read from the computed frames.
+other tabs. Every number in the captions is read from the computed frames; layers are residual layers (l = after
+block l), and the paper's constants (0-based block indices) are converted by :mod:`core.layers`. The charts are
+built in :mod:`ui.charts.topk`.
 """
 
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 from typing import Any, Callable
 
-import altair as alt
 import pandas as pd
 import streamlit as st
 
-from core.analyses.topk.intervention import InterventionConfig
 from core.analyses.topk.cached_runs import VERSION, run_intervention, run_modality
+from core.analyses.topk.intervention import InterventionConfig
+from core.analyses.topk.modalities import MAX_UPLOADS, decode_image, decode_wav
 from core.cache import stable_key
+from core.layers import block_of_layer, layer_of_block, paper_layer_note
+from core.validate import model_source
 from ui import cached
 from ui import job_panel as jobs
+from ui.charts import topk as charts
 from ui.downloads import show_chart, tables_expander
 from ui.format import p_text
 
@@ -33,61 +39,9 @@ def _job(key: str, section: str, label: str, work: Callable[[Any], dict[str, pd.
                           caption="Results are cached on disk: a second run with the same settings is instant.")
 
 
-
-
-# -- charts (no Streamlit calls) ---------------------------------------------------------------------------------
-def intervention_chart(offsets: pd.DataFrame) -> alt.LayerChart:
-    """Bars: share of pairs whose new saturation layer is the implant layer (prediction unchanged) per offset,
-    ± SEM; dashed step line: the maximum of each half (offsets < 0 and >= 0), as in the paper's figure."""
-    data = offsets.assign(lo=(offsets["share"] - offsets["sem"]).clip(lower=0),
-                          hi=(offsets["share"] + offsets["sem"]).clip(upper=1),
-                          x0=offsets.offset - 0.5, x1=offsets.offset + 0.5)
-    x = alt.X("offset:Q", title="implant layer − early token's saturation layer (o)",
-              scale=alt.Scale(domain=[offsets.offset.min() - 0.5, offsets.offset.max() + 0.5]),
-              axis=alt.Axis(values=offsets.offset.tolist(), format="d"))
-    bars = alt.Chart(data).mark_bar(size=22, opacity=0.7).encode(
-        x=x, y=alt.Y("share:Q", title="share of pairs (new saturation = implant layer)",
-                     axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1])),
-        tooltip=["offset", alt.Tooltip("share:Q", format=".1%"), alt.Tooltip("sem:Q", format=".3f"), "n", "skipped"])
-    errors = alt.Chart(data).mark_rule().encode(x="offset:Q", y="lo:Q", y2="hi:Q")
-    step = alt.Chart(data).mark_rule(strokeDash=[5, 3], color="#e67e22", strokeWidth=2).encode(
-        x="x0:Q", x2="x1:Q", y="half_max:Q", tooltip=["half", alt.Tooltip("half_max:Q", format=".1%", title="max")])
-    return (bars + errors + step).properties(width=560, height=300)
-
-
-def modal_rank_chart(rank_order: pd.DataFrame) -> alt.LayerChart:
-    """The text analysis's rank-order bars: mean saturation order per token rank ± SEM, stars vs the next rank."""
-    data = rank_order.assign(lo=rank_order["mean_order"] - rank_order["sem"].fillna(0),
-                             hi=rank_order["mean_order"] + rank_order["sem"].fillna(0),
-                             label=rank_order["stars"].where(rank_order["stars"] != "n.s.", ""))
-    base = alt.Chart(data).encode(x=alt.X("rank:O", title="token rank (1 = final top-1)"))
-    bars = base.mark_bar(opacity=0.8).encode(
-        y=alt.Y("mean_order:Q", title="mean saturation order (1 = settles first)"),
-        tooltip=["rank", alt.Tooltip("mean_order:Q", format=".2f"), alt.Tooltip("sem:Q", format=".3f"), "n",
-                 alt.Tooltip("p_vs_next:Q", format=".2g"), "stars"])
-    return (bars + base.mark_rule().encode(y="lo:Q", y2="hi:Q")
-            + base.mark_text(dy=-8).encode(y="hi:Q", text="label:N")).properties(width=420, height=260)
-
-
-def modal_probe_chart(probe: pd.DataFrame) -> alt.LayerChart:
-    """Pooled probe balanced accuracy and per-task accuracy: residual features vs the control; dashed = chance."""
-    data = probe[(probe.metric == "balanced_accuracy") | (probe.metric == "accuracy")].copy()
-    data["what"] = data.metric.where(data.task < 0, "task " + (data.task + 1).astype(str))
-    data["lo"], data["hi"] = data["mean"] - data["sem"].fillna(0), data["mean"] + data["sem"].fillna(0)
-    base = alt.Chart(data).encode(x=alt.X("what:N", title=None, sort=None, axis=alt.Axis(labelAngle=-30)),
-                                  xOffset=alt.XOffset("features:N"))
-    bars = base.mark_bar().encode(
-        y=alt.Y("mean:Q", title="accuracy (k-fold)", scale=alt.Scale(domain=[0, 1])),
-        color=alt.Color("features:N", title="features"),
-        tooltip=["features", "what", alt.Tooltip("mean:Q", format=".3f"), alt.Tooltip("sem:Q", format=".3f"), "folds"])
-    chance = alt.Chart(data.drop_duplicates("chance")).mark_rule(strokeDash=[4, 4]).encode(
-        y="chance:Q", tooltip=[alt.Tooltip("chance:Q", format=".0%")])
-    return (bars + base.mark_rule().encode(y="lo:Q", y2="hi:Q") + chance).properties(width=460, height=260)
-
-
 # -- the intervention tab ----------------------------------------------------------------------------------------
 def _intervention_controls(n_layers: int) -> tuple[int, int, InterventionConfig]:
-    base = InterventionConfig.for_depth(n_layers)
+    base, paper = InterventionConfig.for_depth(n_layers), InterventionConfig()  # paper: GPT2-XL's constants
     c = st.columns(3)
     n = int(c[0].number_input("Texts", 1, 2000, 20, key="w_topk_int_n",
                               help="Bundled Wikipedia evaluation paragraphs; up to 'pairs per text' pairs each."))
@@ -96,12 +50,17 @@ def _intervention_controls(n_layers: int) -> tuple[int, int, InterventionConfig]
     with st.expander(f"Pair selection (the paper's GPT2-XL constants, layer distances scaled by L/48 = {n_layers}/48)"):
         d = st.columns(4)
         gap = int(d[0].number_input("Min saturation gap", 1, n_layers, base.min_gap, key="w_topk_int_gap",
-                                    help="Paper: 10 layers of 48."))
-        min_sat = int(d[1].number_input("Min saturation layer", 0, n_layers - 1, base.min_sat, key="w_topk_int_minsat",
-                                        help="Both tokens' top-1 must saturate at or after this layer (paper: 10 of 48)."))
+                                    help=f"Paper: {paper.min_gap} layers of 48 (a difference of layers: the same "
+                                         "in the paper's 0-based numbering and here)."))
+        min_sat_layer = int(d[1].number_input(
+            "Min saturation layer", 1, n_layers, layer_of_block(base.min_sat), key="w_topk_int_minsat",
+            help=f"Both tokens' top-1 must saturate at or after this layer (l = after block l). Paper: "
+                 f"{paper.min_sat} of 48 on 0-based block indices ({paper_layer_note(paper.min_sat)}), scaled by "
+                 f"L/48 to block index {base.min_sat} = layer {layer_of_block(base.min_sat)}."))
         dist = int(d[2].number_input("Max token distance", 1, 2048, base.max_distance, key="w_topk_int_dist"))
         adj = int(d[3].number_input("Offsets ±", 1, n_layers, base.n_adjacent, key="w_topk_int_adj"))
-    config = base.replace(min_gap=gap, min_sat=min_sat, max_distance=dist, n_adjacent=adj, max_pairs_per_text=per_text)
+    config = base.replace(min_gap=gap, min_sat=block_of_layer(min_sat_layer), max_distance=dist, n_adjacent=adj,
+                          max_pairs_per_text=per_text)  # the config keeps the paper's 0-based min_sat
     return n, seed, config
 
 
@@ -110,10 +69,11 @@ def intervention_tab(spec_key: str) -> None:
     session = cached.get_session(spec_key)
     st.caption(
         "Pairs of positions in one text with the same final top-1 token whose top-1 saturation layers differ by at "
-        "least the gap. The early token's residual after block e+o (pre-final-norm) replaces the late token's "
-        "residual entering block e+o+1 (a pre-hook on that block, late position only). Success at offset o: the "
-        "late token's new top-1 saturation layer is e+o and its prediction is unchanged. The paper expects ≈0 "
-        "before the saturation layer (o < 0) and a high share from it on (o ≥ 0).")
+        "least the gap. With e the early token's saturation layer (layer l = after block l), its residual at layer "
+        "e+o (after block e+o, pre-final-norm) replaces the late token's residual entering block e+o+1 (a pre-hook "
+        "on that block, late position only). Success at offset o: the late token's new top-1 saturation layer is "
+        "e+o and its prediction is unchanged. The paper expects ≈0 before the saturation layer (o < 0) and a high "
+        "share from it on (o ≥ 0).")
     n, seed, config = _intervention_controls(session.adapter.n_layers)
     key = stable_key("topk-more-job", model=session.identity(), section="intervention", n=n, seed=seed,
                      config=repr(config), version=VERSION)
@@ -136,16 +96,14 @@ def show_intervention(frames: dict[str, pd.DataFrame]) -> None:
         f"({int(texts.candidate_pairs.sum())} candidate pairs). Success share: max {before.share.max():.1%} before "
         f"the saturation layer (o < 0), max {after.share.max():.1%} from it on (o ≥ 0); prediction unchanged in "
         f"{pairs.prediction_unchanged.mean():.1%} of implants; {int(offsets.skipped.sum())} offsets skipped (implant "
-        "layer outside 0..L−2).")
-    show_chart(intervention_chart(offsets), offsets, "topk_intervention")
+        "layer outside 1..L−1: block e+o+1 must exist).")
+    show_chart(charts.intervention_chart(offsets), offsets, "topk_intervention")
     tables_expander(frames, "topk_intervention")
 
 
 # -- the other-modalities tab ------------------------------------------------------------------------------------
 def _uploads(kind: str) -> tuple[list[tuple[str, bytes]], list[str], list[str]]:
     """-> (files, transcripts, errors): files that decode, their transcripts, and one message per bad file."""
-    from core.analyses.topk.modalities import decode_image, decode_wav
-
     what = "PNG/JPEG images" if kind == "vit" else "WAV files"
     uploaded = st.file_uploader(f"Your {what} (optional)", type=UPLOAD_TYPES[kind], accept_multiple_files=True,
                                 key=f"w_topk_mod_files_{kind}") or []
@@ -168,8 +126,6 @@ def _uploads(kind: str) -> tuple[list[tuple[str, bytes]], list[str], list[str]]:
 
 def _folder_stamp(model: str) -> float:
     """Latest modification time in a local model folder (0 otherwise), so new weights there start a new job."""
-    from pathlib import Path
-
     folder = Path(model).expanduser() if model else None
     if folder is None or not folder.is_dir():
         return 0.0
@@ -179,9 +135,6 @@ def _folder_stamp(model: str) -> float:
 def _input_problems(kind: str, model: str, files: list, transcripts: list[str]) -> list[str]:
     """What keeps the job from running, said before it starts: a model field that names no model here,
     too many files, WAV files without transcripts for real weights."""
-    from core.analyses.topk.modalities import MAX_UPLOADS
-    from core.validate import model_source
-
     problems = []
     if model:
         try:
@@ -245,11 +198,11 @@ def show_modality(frames: dict[str, pd.DataFrame], kind: str) -> None:
     left, right = st.columns(2)
     with left:
         st.markdown("**Rank vs saturation order** (kept positions)")
-        show_chart(modal_rank_chart(frames["rank_order"]), frames["rank_order"], f"topk_{kind}_rank_order")
+        show_chart(charts.modal_rank_chart(frames["rank_order"]), frames["rank_order"], f"topk_{kind}_rank_order")
     with right:
         st.markdown("**Task probe: residual vs random-feature control** (dashed: chance)")
         if len(frames["probe"]):
-            show_chart(modal_probe_chart(frames["probe"]), frames["probe"], f"topk_{kind}_probe")
+            show_chart(charts.modal_probe_chart(frames["probe"]), frames["probe"], f"topk_{kind}_probe")
         else:
             st.info("Too few labelled examples for the probe: use more inputs (or a smaller k).")
     tables_expander(frames, f"topk_{kind}")

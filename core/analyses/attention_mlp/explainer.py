@@ -22,6 +22,8 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+import numpy as np
+
 from core.paths import cache_dir
 
 log = logging.getLogger(__name__)
@@ -195,8 +197,7 @@ class ChatEndpoint:
 
 def score_statistics(scores: Sequence[float]) -> dict:
     """Mean, std, skew and the one-sided skew test (alternative='greater'; needs >= 8 scores) of scores."""
-    import numpy as np
-    from scipy.stats import skew, skewtest
+    from scipy.stats import skew, skewtest  # heavy optional: only this statistic needs SciPy
 
     values = np.asarray([s for s in scores if s == s], dtype=float)
     out = {"n": int(values.size), "mean": float("nan"), "std": float("nan"), "skew": float("nan"),

@@ -1,4 +1,10 @@
-"""Attention -> MLP (Neo, Cohen & Barez 2024), part 1a: next-token neurons by congruence with the unembedding."""
+"""Attention -> MLP (Neo, Cohen & Barez 2024), part 1a: next-token neurons by congruence with the unembedding.
+
+Blocks follow the app's convention (core/layers.py): every frame's ``block`` column and every ``blocks`` argument
+is 1-based (block l writes residual layer l): a neuron that a 0-based text (the paper, TransformerLens) calls
+"layer 26 neuron 1263" is block 27 neuron 1263 here. Functions that index weights take a 0-based ``block_index``
+and say so.
+"""
 
 from __future__ import annotations
 
@@ -6,37 +12,41 @@ import random
 
 import pandas as pd
 import torch
-from torch import nn
 
+from core.analyses.attention_mlp.params import DEFAULT_PER_LAYER
 from core.analyses.attention_mlp.prompts import DEFAULT_REJECT
+from core.layers import block_of_layer, layers_of_blocks
+from core.model.arch import Adapter, _linear_weight_in_out
 from core.model.session import ModelSession
 
-VERSION = "2"
-DEFAULT_PER_LAYER = 20
+VERSION = "3"  # 3: frames carry 1-based ``block`` / ``head_block`` columns (were 0-based ``layer`` / ``head_layer``)
 _CHUNK = 256  # neurons per block of the congruence product
+NEURON_COLUMNS = ["block", "neuron", "token_id", "token", "congruence", "rank", "kind"]
 
 
-def default_layers(n_layers: int) -> list[int]:
-    """The last few blocks (0-based): 3 for models up to 24 layers, else 4 (GPT-2 small: 9-11; 30: 26-29)."""
+def default_blocks(n_layers: int) -> list[int]:
+    """The last few blocks, 1-based: 3 for models up to 24 blocks, else 4 (GPT-2 small: 10-12, the paper's
+    0-based 9-11; a 30-block model: 27-30)."""
     k = min(n_layers, 3 if n_layers <= 24 else 4)
-    return list(range(n_layers - k, n_layers))
+    return layers_of_blocks(range(n_layers - k, n_layers))
 
 
-def check_layers(session: ModelSession, layers: list[int]) -> list[int]:
-    """Sorted unique 0-based block indices; ValueError when one is outside the model."""
+def check_blocks(session: ModelSession, blocks: list[int]) -> list[int]:
+    """Sorted unique 1-based blocks; ValueError when one is not a block of the model (1..L)."""
     n = session.adapter.n_layers
-    if not layers:
-        raise ValueError("Choose at least one layer.")
-    bad = [layer for layer in layers if not 0 <= int(layer) < n]
+    if not blocks:
+        raise ValueError("Choose at least one block.")
+    bad = [int(block) for block in blocks if not 1 <= int(block) <= n]
     if bad:
-        raise ValueError(f"Layers {bad} are outside this model's blocks 0..{n - 1}.")
-    return sorted({int(layer) for layer in layers})
+        raise ValueError(f"Blocks {bad} are outside this model's blocks 1..{n} (1-based: block l writes layer l; "
+                         "0 is the embeddings).")
+    return sorted({int(block) for block in blocks})
 
 
-def uses_layernorm(norm: nn.Module) -> bool:
-    """True for a centring LayerNorm (GPT-2, NeoX, GPT-J, OPT); False for RMSNorm (Llama family)."""
-    name = type(norm).__name__.lower()
-    return isinstance(norm, nn.LayerNorm) or ("layernorm" in name and "rms" not in name)
+def uses_layernorm(adapter: Adapter) -> bool:
+    """True when the model's norms centre (LayerNorm: GPT-2, NeoX, GPT-J, OPT); False for RMSNorm (Llama family).
+    Read from the architecture record (:class:`core.model.arch.Architecture`): all norms of a model are one kind."""
+    return adapter.layernorm
 
 
 def processed_unembedding(session: ModelSession) -> torch.Tensor:
@@ -48,7 +58,6 @@ def processed_unembedding(session: ModelSession) -> torch.Tensor:
     adapter = session.adapter
     w_u = adapter.unembed_module.weight.detach().float().T  # [d_final, vocab]
     if adapter.final_proj is not None:  # OPT's project_out: d_model -> d_final
-        from core.model.arch import _linear_weight_in_out
 
         w_u = _linear_weight_in_out(adapter.final_proj).detach().float() @ w_u  # [d_model, vocab]
     gain = getattr(adapter.final_norm_module, "weight", None)
@@ -57,18 +66,20 @@ def processed_unembedding(session: ModelSession) -> torch.Tensor:
     return w_u - w_u.mean(dim=1, keepdim=True)
 
 
-def processed_out_directions(session: ModelSession, layer: int) -> torch.Tensor:
-    """[d_mlp, d_model]: neuron output directions, centred over d_model only when the model's norms centre."""
-    w_out = session.adapter.neuron_out_weight(layer).detach().float()
-    if uses_layernorm(session.adapter.final_norm_module):
+def processed_out_directions(session: ModelSession, block_index: int) -> torch.Tensor:
+    """[d_mlp, d_model]: output directions of the MLP neurons of 0-based block ``block_index``, centred over
+    d_model only when the model's norms centre."""
+    w_out = session.adapter.neuron_out_weight(block_index).detach().float()
+    if uses_layernorm(session.adapter):
         w_out = w_out - w_out.mean(dim=1, keepdim=True)
     return w_out
 
 
-def congruence_top(session: ModelSession, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """-> ([d_mlp] max_t C[n, t], [d_mlp] argmax_t), C = W_out · W_U computed in blocks of neurons."""
+def congruence_top(session: ModelSession, block_index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """0-based block index -> ([d_mlp] max_t C[n, t], [d_mlp] argmax_t), C = W_out · W_U computed in chunks of
+    neurons."""
     w_u = processed_unembedding(session)  # [d_model, vocab]
-    w_out = processed_out_directions(session, layer)  # [d_mlp, d_model]
+    w_out = processed_out_directions(session, block_index)  # [d_mlp, d_model]
     values, tokens = [], []
     for start in range(0, w_out.shape[0], _CHUNK):
         block = w_out[start:start + _CHUNK] @ w_u  # [chunk, vocab]
@@ -92,21 +103,22 @@ def passes_filter(raw: str, text: str, marker: str, reject: frozenset[str]) -> b
     return raw.startswith(marker) and len(raw) - len(marker) >= 2 and text.strip() not in stripped
 
 
-def next_token_neurons(session: ModelSession, layers: list[int], per_layer: int = DEFAULT_PER_LAYER,
+def next_token_neurons(session: ModelSession, blocks: list[int], per_layer: int = DEFAULT_PER_LAYER,
                        reject: frozenset[str] = DEFAULT_REJECT) -> pd.DataFrame:
-    """Tidy [neuron] table: layer, neuron, token_id, token, congruence, rank (by congruence in its layer).
+    """Tidy [neuron] table: block (1-based), neuron, token_id, token, congruence, rank (by congruence in its
+    block), kind.
 
-    Per layer, neurons sorted by congruence descending, kept while their top token passes the filter, until
+    Per block, neurons sorted by congruence descending, kept while their top token passes the filter, until
     ``per_layer`` are found.
     """
     if per_layer < 1:
-        raise ValueError("Neurons per layer must be at least 1.")
-    layers = check_layers(session, layers)
+        raise ValueError("Neurons per block must be at least 1.")
+    blocks = check_blocks(session, blocks)
     marker, vocab = space_marker(session), session.vocab_strings()
     raw_tokens = session.tokenizer.convert_ids_to_tokens(list(range(len(vocab))))
     rows = []
-    for layer in layers:
-        values, tokens = congruence_top(session, layer)
+    for block in blocks:
+        values, tokens = congruence_top(session, block_of_layer(block))
         order = torch.argsort(values, descending=True).tolist()
         kept = 0
         for rank, neuron in enumerate(order, 1):
@@ -114,26 +126,26 @@ def next_token_neurons(session: ModelSession, layers: list[int], per_layer: int 
             raw = raw_tokens[tok] if tok < len(raw_tokens) and raw_tokens[tok] else ""
             if not passes_filter(raw, vocab[tok], marker, reject):
                 continue
-            rows.append({"layer": layer, "neuron": neuron, "token_id": tok, "token": vocab[tok],
+            rows.append({"block": block, "neuron": neuron, "token_id": tok, "token": vocab[tok],
                          "congruence": float(values[neuron]), "rank": rank, "kind": "next-token"})
             kept += 1
             if kept == per_layer:
                 break
-    return pd.DataFrame(rows, columns=["layer", "neuron", "token_id", "token", "congruence", "rank", "kind"])
+    return pd.DataFrame(rows, columns=NEURON_COLUMNS)
 
 
-def random_neurons(session: ModelSession, layers: list[int], per_layer: int = DEFAULT_PER_LAYER,
+def random_neurons(session: ModelSession, blocks: list[int], per_layer: int = DEFAULT_PER_LAYER,
                    seed: int = 0) -> pd.DataFrame:
-    """The paper's control: neurons drawn uniformly per layer, whatever their top token; same columns."""
-    layers = check_layers(session, layers)
+    """The paper's control: neurons drawn uniformly per block (1-based), whatever their top token; same columns."""
+    blocks = check_blocks(session, blocks)
     rng, vocab = random.Random(seed), session.vocab_strings()
     rows = []
-    for layer in layers:
-        values, tokens = congruence_top(session, layer)
+    for block in blocks:
+        values, tokens = congruence_top(session, block_of_layer(block))
         rank = torch.empty_like(values, dtype=torch.long)
         rank[torch.argsort(values, descending=True)] = torch.arange(1, values.numel() + 1)
         for neuron in sorted(rng.sample(range(values.numel()), min(per_layer, values.numel()))):
             tok = int(tokens[neuron])
-            rows.append({"layer": layer, "neuron": neuron, "token_id": tok, "token": vocab[tok],
+            rows.append({"block": block, "neuron": neuron, "token_id": tok, "token": vocab[tok],
                          "congruence": float(values[neuron]), "rank": int(rank[neuron]), "kind": "random"})
-    return pd.DataFrame(rows, columns=["layer", "neuron", "token_id", "token", "congruence", "rank", "kind"])
+    return pd.DataFrame(rows, columns=NEURON_COLUMNS)

@@ -2,22 +2,18 @@
 
 Token ids handled here are *content* ids (no special tokens); :func:`model_input` prepends the tokenizer's
 BOS exactly when the tokenizer itself would add one, so positions always index content tokens and no
-off-by-one arises between scanning (with BOS) and trimming (without). Hooks are registered under the
-session lock and always removed.
+off-by-one arises between scanning (with BOS) and trimming (without). Every pass runs its hook requests through
+:meth:`core.model.session.ModelSession.hooks` (under the session lock, always removed).
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Iterator
+from typing import Sequence
 
 import torch
 
+from core.model.hooks import Capture, Captured, Patch
 from core.model.session import ModelSession
-
-
-class _Stop(Exception):
-    """Raised by a hook once everything needed is captured, to skip the rest of the forward pass."""
 
 
 def bos_prefix(session: ModelSession) -> list[int]:
@@ -43,60 +39,32 @@ def model_input(session: ModelSession, ids: list[int]) -> tuple[torch.Tensor, in
     return full, len(prefix)
 
 
-@contextmanager
-def _hooked(session: ModelSession, hooks: list) -> Iterator[None]:
-    """Register (module, kind, fn) hooks under the lock; always remove them."""
-    with session.lock, torch.no_grad():
-        handles = []
-        try:
-            for module, kind, fn in hooks:
-                register = module.register_forward_pre_hook if kind == "pre" else module.register_forward_hook
-                handles.append(register(fn))
-            yield
-        finally:
-            for handle in handles:
-                handle.remove()
+def _forward(session: ModelSession, batch: torch.Tensor, captures: Sequence[Capture] = (),
+             patches: Sequence[Patch] = (), stop_early: bool = False) -> tuple[Captured, torch.Tensor | None]:
+    """One pass of [batch, pos] ids with these requests -> (the captures, [batch, vocab] last-position logits).
 
-
-def _run(session: ModelSession, batch: torch.Tensor, hooks: list, logits: bool = False):
-    with _hooked(session, hooks):
-        try:
-            out = session.model(batch.to(session.device), **session._skip_logits)
-        except _Stop:
-            return None
-    return out.logits[:, -1].float().cpu() if logits else None
+    The logits are None when ``stop_early`` cut the pass short after the last capture."""
+    with session.hooks(captures, patches, stop_early=stop_early) as got:
+        out = session.model(batch.to(session.device), **session._skip_logits)
+        return got, out.logits[:, -1].float().cpu()
+    return got, None  # reached only when the pass stopped early (the hook context swallowed the stop)
 
 
 def neuron_acts(session: ModelSession, ids: list[int], layers: list[int]) -> dict[int, torch.Tensor]:
     """layer -> [pos, d_mlp] neuron activations (input of the down projection) at content positions.
     The pass stops after the last requested layer."""
     full, offset = model_input(session, ids)
-    store: dict[int, torch.Tensor] = {}
-    last = max(layers)
-
-    def hook(layer: int):
-        def fn(_module, args):
-            store[layer] = args[0].reshape(-1, full.numel(), args[0].shape[-1])[0, offset:].float().cpu()
-            if layer == last:
-                raise _Stop
-        return fn
-
-    _run(session, full[None], [(session.adapter.neurons(l), "pre", hook(l)) for l in sorted(set(layers))])
-    return store
+    blocks = tuple(sorted(set(layers)))
+    got, _ = _forward(session, full[None], [Capture("mlp_act", blocks, row=0)], stop_early=True)
+    return {layer: got.get("mlp_act", layer)[offset:] for layer in blocks}
 
 
 def neuron_preacts(session: ModelSession, ids: list[int], layer: int) -> torch.Tensor:
     """[pos, d_mlp] the MLP input projection's output (W_gate x for gated MLPs, W_in x + b for GPT-2) at
     content positions, read from the real forward pass (what the linear decomposition must add up to)."""
     full, offset = model_input(session, ids)
-    store: dict[str, torch.Tensor] = {}
-
-    def fn(_module, _args, out):
-        store["pre"] = out.reshape(-1, full.numel(), out.shape[-1])[0, offset:].float().cpu()
-        raise _Stop
-
-    _run(session, full[None], [(session.adapter.mlp_in_modules(layer)[0], "fwd", fn)])
-    return store["pre"]
+    got, _ = _forward(session, full[None], [Capture("mlp_pre", (layer,), row=0)], stop_early=True)
+    return got.get("mlp_pre", layer)[offset:]
 
 
 def ablated_token_probs(session: ModelSession, ids: list[int], token_id: int,
@@ -108,20 +76,8 @@ def ablated_token_probs(session: ModelSession, ids: list[int], token_id: int,
     head, where zeroing the shared value head would ablate every query head of its group."""
     full, _ = model_input(session, ids)
     batch = full[None].repeat(1 + len(heads), 1)  # [1 + heads, pos]
-    d_head = session.adapter.d_head
-    by_layer: dict[int, list[tuple[int, int]]] = {}
-    for row, (layer, head) in enumerate(heads, 1):
-        by_layer.setdefault(layer, []).append((row, head))
-
-    def hook(rows: list[tuple[int, int]]):
-        def fn(_module, args):
-            z = args[0].clone()  # [batch, pos, head*d_head]
-            for row, head in rows:
-                z[row, :, head * d_head:(head + 1) * d_head] = 0
-            return (z,) + tuple(args[1:])
-        return fn
-
-    hooks = [(session.adapter.attn_out(layer), "pre", hook(rows)) for layer, rows in by_layer.items()]
-    logits = _run(session, batch, hooks, logits=True)  # [1 + heads, vocab]
+    # zero head h's slice of the attention output projection's input, in every position of row i+1
+    patches = [Patch("attn_z", layer, 0.0, rows=(row,), head=head) for row, (layer, head) in enumerate(heads, 1)]
+    _, logits = _forward(session, batch, patches=patches)  # [1 + heads, vocab]
     probs = torch.softmax(logits, dim=-1)[:, token_id]
     return float(probs[0]), [float(p) for p in probs[1:]]

@@ -1,7 +1,8 @@
 """Attention -> MLP, the whole pipeline: neurons -> max-activating prompts -> head attributions -> ablation.
 
 Used by the page (as background jobs, one step at a time) and the CLI (end to end). Every step is
-disk-cached by model identity, inputs, parameters and :data:`core.analyses.attention_mlp.VERSION`.
+disk-cached by model identity, inputs, parameters and :data:`core.analyses.attention_mlp.neurons.VERSION`.
+Blocks are 1-based everywhere here (core/layers.py: block l writes layer l), in arguments and in every frame.
 """
 
 from __future__ import annotations
@@ -10,21 +11,35 @@ from dataclasses import asdict, dataclass, field
 
 import pandas as pd
 
-from core.analyses.attention_mlp.neurons import DEFAULT_PER_LAYER, VERSION, next_token_neurons, random_neurons
-from core.analyses.attention_mlp.prompts import DEFAULT_REJECT, ScanParams, corpus_hash, corpus_windows, scan_top_windows, select_prompts, trimmed_rows
-from core.analyses.attention_mlp.heads import (RULES, context_share, head_summary, ks_tests, neuron_ablation,
-                                               neuron_attributions)
+from core.analyses.attention_mlp.heads import (
+    RULES,
+    context_share,
+    head_summary,
+    ks_tests,
+    neuron_ablation,
+    neuron_attributions,
+)
+from core.analyses.attention_mlp.neurons import VERSION, next_token_neurons, random_neurons
+from core.analyses.attention_mlp.params import (  # torch-free settings (the CLI reads them)
+    DEFAULT_N_TEXTS,
+    DEFAULT_PER_LAYER,
+    DEFAULT_SEED,
+    HeadParams,
+)
+from core.analyses.attention_mlp.prompts import (
+    DEFAULT_REJECT,
+    ScanParams,
+    corpus_hash,
+    corpus_windows,
+    scan_top_windows,
+    select_prompts,
+    trimmed_rows,
+)
 from core.cache import cached
-from core.progress import Progress, no_progress
 from core.model.session import ModelSession
+from core.progress import Progress, no_progress
 
 MIN_PROMPTS = 4  # fewer prompts make the 25-75 % band meaningless
-
-
-@dataclass(frozen=True)
-class HeadParams:
-    include_own: bool = False  # also treat block `layer`'s own attention heads as candidates
-    ablate: bool = True  # ablate every head that is context-dependent under either rule
 
 
 def corpus_sample(texts: list[str], n_texts: int) -> list[str]:
@@ -38,30 +53,30 @@ def corpus_sample(texts: list[str], n_texts: int) -> list[str]:
     return [texts[int(i * step)] for i in range(n_texts)]
 
 
-def choose_neurons(session: ModelSession, layers: list[int], per_layer: int = DEFAULT_PER_LAYER,
+def choose_neurons(session: ModelSession, blocks: list[int], per_layer: int = DEFAULT_PER_LAYER,
                    control: bool = False, seed: int = 0, reject: tuple[str, ...] = ()) -> pd.DataFrame:
-    """Next-token neurons (``reject`` adds to the default reject list) or, with ``control``, the
-    random-neuron control; cached."""
+    """Next-token neurons of the 1-based ``blocks`` (``reject`` adds to the default reject list) or, with
+    ``control``, the random-neuron control; cached."""
     rejected = DEFAULT_REJECT | frozenset(r.strip() for r in reject if r.strip())
 
     def compute() -> pd.DataFrame:
         if control:
-            return random_neurons(session, layers, per_layer, seed)
-        return next_token_neurons(session, layers, per_layer, rejected)
+            return random_neurons(session, blocks, per_layer, seed)
+        return next_token_neurons(session, blocks, per_layer, rejected)
 
-    return cached("attention-mlp-neurons", compute, model=session.identity(), layers=sorted(layers),
+    return cached("attention-mlp-neurons", compute, model=session.identity(), blocks=sorted(blocks),
                   per_layer=per_layer, control=control, seed=seed, reject=sorted(rejected), version=VERSION)
 
 
 def _neuron_key(neurons: pd.DataFrame) -> list[tuple[int, int, int]]:
-    return sorted((int(r.layer), int(r.neuron), int(r.token_id)) for r in neurons.itertuples())
+    return sorted((int(r.block), int(r.neuron), int(r.token_id)) for r in neurons.itertuples())
 
 
 def scan_corpus(session: ModelSession, neurons: pd.DataFrame, texts: list[str], params: ScanParams,
                 progress: Progress = no_progress) -> pd.DataFrame:
     """The top windows of every neuron in ``neurons`` (one pass per window for all of them), cached."""
     if neurons.empty:
-        raise ValueError("No neurons to scan: choose other layers or a larger count.")
+        raise ValueError("No neurons to scan: choose other blocks or a larger count.")
     return cached("attention-mlp-scan", lambda: scan_top_windows(
         session, corpus_windows(session, texts, params.window), neurons, params.top, progress),
         model=session.identity(), corpus=corpus_hash(texts), neurons=_neuron_key(neurons),
@@ -69,13 +84,14 @@ def scan_corpus(session: ModelSession, neurons: pd.DataFrame, texts: list[str], 
 
 
 def neuron_prompts(session: ModelSession, neurons: pd.DataFrame, texts: list[str], params: ScanParams,
-                   layer: int, neuron: int, progress: Progress = no_progress) -> pd.DataFrame:
-    """One neuron's trimmed max-activating prompts; the scan is shared by every neuron in ``neurons``."""
-    row = neurons[(neurons.layer == layer) & (neurons.neuron == neuron)]
+                   block: int, neuron: int, progress: Progress = no_progress) -> pd.DataFrame:
+    """The trimmed max-activating prompts of ``neuron`` of 1-based ``block``; the scan is shared by every neuron
+    in ``neurons``."""
+    row = neurons[(neurons.block == block) & (neurons.neuron == neuron)]
     if row.empty:
-        raise ValueError(f"Neuron {layer}.{neuron} is not in the table.")
+        raise ValueError(f"Neuron {neuron} of block {block} is not in the table.")
     tops = scan_corpus(session, neurons, texts, params, lambda f, m: progress(0.6 * f, m))
-    tops = tops[(tops.layer == layer) & (tops.neuron == neuron)]
+    tops = tops[(tops.block == block) & (tops.neuron == neuron)]
 
     def compute() -> pd.DataFrame:
         windows = corpus_windows(session, texts, params.window)
@@ -93,7 +109,7 @@ def max_activating_prompts(session: ModelSession, neurons: pd.DataFrame, texts: 
     frames = []
     for k, r in enumerate(neurons.itertuples()):
         step = lambda f, m, k=k: progress(0.5 + 0.5 * (k + f) / len(neurons), f"neuron {k + 1}/{len(neurons)}: {m}")
-        frames.append(neuron_prompts(session, neurons, texts, params, int(r.layer), int(r.neuron), step))
+        frames.append(neuron_prompts(session, neurons, texts, params, int(r.block), int(r.neuron), step))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -104,7 +120,7 @@ def compute_neuron_heads(session: ModelSession, prompts: pd.DataFrame, params: H
     ablation = pd.DataFrame()
     if params.ablate:
         dependent = attr[attr[[f"context_{r}" for r in RULES]].any(axis=1)]
-        heads = sorted({(int(r.head_layer), int(r.head)) for r in dependent.itertuples()})
+        heads = sorted({(int(r.head_block), int(r.head)) for r in dependent.itertuples()})
         ablation = neuron_ablation(session, prompts, attr, heads)
     return {"attributions": attr, "terms": terms, "ablation": ablation}
 
@@ -115,7 +131,7 @@ def neuron_heads(session: ModelSession, prompts: pd.DataFrame, params: HeadParam
     if len(prompts) < MIN_PROMPTS:
         raise ValueError(f"This neuron has {len(prompts)} prompts; the 25-75 % rule needs at least "
                          f"{MIN_PROMPTS}: scan more texts.")
-    key = [(int(r.layer), int(r.neuron), int(r.token_id), [int(i) for i in r.ids]) for r in prompts.itertuples()]
+    key = [(int(r.block), int(r.neuron), int(r.token_id), [int(i) for i in r.ids]) for r in prompts.itertuples()]
     return cached("attention-mlp-heads", lambda: compute_neuron_heads(session, prompts, params),
                   model=session.identity(), prompts=key, params=asdict(params), version=VERSION)
 
@@ -124,13 +140,13 @@ def compute_heads(session: ModelSession, prompts: pd.DataFrame, params: HeadPara
                   progress: Progress = no_progress) -> dict[str, pd.DataFrame]:
     """All neurons: attributions, terms, head summary, ablation, KS tests and the context-dependent share.
     Neurons with fewer than MIN_PROMPTS prompts are left out (listed in ``skipped``)."""
-    groups = list(prompts.groupby(["layer", "neuron"]))
+    groups = list(prompts.groupby(["block", "neuron"]))
     kept = [(key, frame) for key, frame in groups if len(frame) >= MIN_PROMPTS]
     if not kept:
         raise ValueError(f"No neuron has {MIN_PROMPTS} or more prompts: scan more texts.")
     parts = []
-    for k, ((layer, neuron), frame) in enumerate(kept):
-        progress(k / len(kept), f"neuron {k + 1}/{len(kept)} (layer {layer}, neuron {neuron})")
+    for k, ((block, neuron), frame) in enumerate(kept):
+        progress(k / len(kept), f"neuron {k + 1}/{len(kept)} (block {block}, neuron {neuron})")
         parts.append(neuron_heads(session, frame, params))
     progress(1.0, "done")
     out = {name: pd.concat([p[name] for p in parts], ignore_index=True)
@@ -138,8 +154,8 @@ def compute_heads(session: ModelSession, prompts: pd.DataFrame, params: HeadPara
     out["heads"] = head_summary(out["attributions"])
     out["ks"] = ks_tests(out["ablation"])
     out["context_share"] = context_share(out["heads"])
-    out["skipped"] = pd.DataFrame([{"layer": l, "neuron": n, "prompts": len(f)} for (l, n), f in groups
-                                   if len(f) < MIN_PROMPTS], columns=["layer", "neuron", "prompts"])
+    out["skipped"] = pd.DataFrame([{"block": b, "neuron": n, "prompts": len(f)} for (b, n), f in groups
+                                   if len(f) < MIN_PROMPTS], columns=["block", "neuron", "prompts"])
     return out
 
 
@@ -148,21 +164,22 @@ run_heads = compute_heads  # per-neuron results are cached inside
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything one end-to-end run depends on."""
+    """Everything one end-to-end run depends on (``blocks`` 1-based: block l writes layer l)."""
 
-    layers: list[int]
+    blocks: list[int]
     per_layer: int = DEFAULT_PER_LAYER
-    n_texts: int = 200
+    n_texts: int = DEFAULT_N_TEXTS
     control: bool = False
-    seed: int = 0
+    seed: int = DEFAULT_SEED
     scan: ScanParams = field(default_factory=ScanParams)
     heads: HeadParams = field(default_factory=HeadParams)
 
 
 def run_attention_mlp(session: ModelSession, texts: list[str], config: RunConfig,
                       progress: Progress = no_progress) -> dict[str, pd.DataFrame]:
-    """Neurons -> prompts -> heads for ``texts`` (``config.n_texts`` of them, spread evenly): every table of the page."""
-    neurons = choose_neurons(session, config.layers, config.per_layer, config.control, config.seed)
+    """Neurons -> prompts -> heads for ``texts`` (``config.n_texts`` of them, spread evenly): every table of the
+    page."""
+    neurons = choose_neurons(session, config.blocks, config.per_layer, config.control, config.seed)
     progress(0.0, f"{len(neurons)} neurons chosen; scanning {config.n_texts} texts")
     sample = corpus_sample(texts, config.n_texts)
     prompts = max_activating_prompts(session, neurons, sample, config.scan, lambda f, m: progress(0.6 * f, m))

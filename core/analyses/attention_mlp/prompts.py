@@ -1,4 +1,5 @@
-"""Attention -> MLP, part 1b: max-activating prompts from a corpus scan, trimmed to the shortest suffix keeping > 0.8 of the activation."""
+"""Attention -> MLP, part 1b: max-activating prompts from a corpus scan, trimmed to the shortest suffix
+keeping > 0.8 of the activation."""
 
 from __future__ import annotations
 
@@ -8,35 +9,14 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
+from core.analyses.attention_mlp.params import TRIM_KEEP, ScanParams  # torch-free settings (the CLI reads them)
 from core.analyses.attention_mlp.passes import content_ids, neuron_acts
+from core.layers import block_of_layer, layer_of_block
 from core.model.session import ModelSession
 from core.progress import Progress, no_progress
 
-DEFAULT_TOP_PROMPTS = 20
-DEFAULT_WINDOW = 128
-TRIM_KEEP = 0.8
-MAX_TRIMMED_TOKENS = 100
 VERIFY_PROBES = 3  # extra probes checking the binary search's monotonicity assumption
 DEFAULT_REJECT = frozenset({" SolidGoldMagikarp", " TheNitromeFan", " davidjl", " petertodd", " RandomRedditor"})
-
-
-@dataclass(frozen=True)
-class ScanParams:
-    """How the corpus is scanned and prompts trimmed (all settable; defaults are the paper's)."""
-
-    window: int = DEFAULT_WINDOW
-    top: int = DEFAULT_TOP_PROMPTS
-    keep: float = TRIM_KEEP
-    max_tokens: int = MAX_TRIMMED_TOKENS
-    trim: str = "binary"  # or "linear": the exact shortest-first scan
-
-    def __post_init__(self) -> None:
-        if self.window < 2 or self.top < 1 or self.max_tokens < 1:
-            raise ValueError("The window needs at least 2 tokens; prompts kept and the length cap at least 1.")
-        if not 0 < self.keep < 1:
-            raise ValueError("The kept fraction must lie strictly between 0 and 1.")
-        if self.trim not in ("binary", "linear"):
-            raise ValueError("The trimming method is 'binary' or 'linear'.")
 
 
 def corpus_windows(session: ModelSession, texts: list[str], window: int) -> list[list[int]]:
@@ -61,30 +41,33 @@ def corpus_hash(texts: list[str]) -> str:
 
 def scan_top_windows(session: ModelSession, windows: list[list[int]], neurons: pd.DataFrame, top: int,
                      progress: Progress = no_progress) -> pd.DataFrame:
-    """One pass per window, all chosen neurons at once -> [neuron x top] rows: layer, neuron, activation,
-    window, position (content index of the max position in that window; one entry per window)."""
-    groups = {layer: torch.tensor(sorted(frame.neuron.unique())) for layer, frame in neurons.groupby("layer")}
-    best = {layer: (torch.full((len(idx), 0), float("-inf")), torch.zeros((len(idx), 0), dtype=torch.long))
-            for layer, idx in groups.items()}
-    positions = {layer: torch.zeros((len(idx), 0), dtype=torch.long) for layer, idx in groups.items()}
+    """One pass per window, all chosen neurons at once -> [neuron x top] rows: block (1-based), neuron,
+    activation, window, position (content index of the max position in that window; one entry per window).
+
+    ``groups`` and the passes index blocks from 0 (``b``); the rows carry the frame's 1-based ``block``."""
+    groups = {block_of_layer(block): torch.tensor(sorted(frame.neuron.unique()))
+              for block, frame in neurons.groupby("block")}
+    best = {b: (torch.full((len(idx), 0), float("-inf")), torch.zeros((len(idx), 0), dtype=torch.long))
+            for b, idx in groups.items()}
+    positions = {b: torch.zeros((len(idx), 0), dtype=torch.long) for b, idx in groups.items()}
     for w, ids in enumerate(windows):
-        acts = neuron_acts(session, ids, list(groups))  # layer -> [pos, d_mlp]
-        for layer, idx in groups.items():
-            peak = acts[layer][:, idx].max(dim=0)  # [n]
-            vals = torch.cat([best[layer][0], peak.values[:, None]], dim=1)
-            wins = torch.cat([best[layer][1], torch.full((len(idx), 1), w)], dim=1)
-            pos = torch.cat([positions[layer], peak.indices[:, None]], dim=1)
+        acts = neuron_acts(session, ids, list(groups))  # block index -> [pos, d_mlp]
+        for b, idx in groups.items():
+            peak = acts[b][:, idx].max(dim=0)  # [n]
+            vals = torch.cat([best[b][0], peak.values[:, None]], dim=1)
+            wins = torch.cat([best[b][1], torch.full((len(idx), 1), w)], dim=1)
+            pos = torch.cat([positions[b], peak.indices[:, None]], dim=1)
             keep = vals.topk(min(top, vals.shape[1]), dim=1).indices
-            best[layer] = (vals.gather(1, keep), wins.gather(1, keep))
-            positions[layer] = pos.gather(1, keep)
+            best[b] = (vals.gather(1, keep), wins.gather(1, keep))
+            positions[b] = pos.gather(1, keep)
         if w % 10 == 0 or w == len(windows) - 1:
             progress((w + 1) / len(windows), f"scanning window {w + 1}/{len(windows)}")
     rows = []
-    for layer, idx in groups.items():
+    for b, idx in groups.items():
         for i, neuron in enumerate(idx.tolist()):
-            for k in range(best[layer][0].shape[1]):
-                rows.append({"layer": layer, "neuron": neuron, "activation": float(best[layer][0][i, k]),
-                             "window": int(best[layer][1][i, k]), "position": int(positions[layer][i, k])})
+            for k in range(best[b][0].shape[1]):
+                rows.append({"block": layer_of_block(b), "neuron": neuron, "activation": float(best[b][0][i, k]),
+                             "window": int(best[b][1][i, k]), "position": int(positions[b][i, k])})
     return pd.DataFrame(rows)
 
 
@@ -99,10 +82,10 @@ class Trim:
     passes: int
 
 
-def trim_prompt(session: ModelSession, ids: list[int], layer: int, neuron: int, keep: float = TRIM_KEEP,
-               method: str = "binary", checks: int = VERIFY_PROBES) -> Trim:
+def trim_prompt(session: ModelSession, ids: list[int], block_index: int, neuron: int, keep: float = TRIM_KEEP,
+                method: str = "binary", checks: int = VERIFY_PROBES) -> Trim:
     """[pos] content ids ending at the max-activating token -> the shortest suffix whose activation at its
-    last token is > keep x the original.
+    last token is > keep x the original, for ``neuron`` of 0-based block ``block_index``.
 
     ``method="linear"`` scans suffixes shortest first (exact by definition). ``"binary"`` searches the start
     assuming longer suffixes keep more, then verifies that assumption with ``checks`` extra probes spread
@@ -115,7 +98,7 @@ def trim_prompt(session: ModelSession, ids: list[int], layer: int, neuron: int, 
 
     def act(start: int) -> float:
         if start not in probes:
-            probes[start] = float(neuron_acts(session, ids[start:], [layer])[layer][-1, neuron])
+            probes[start] = float(neuron_acts(session, ids[start:], [block_index])[block_index][-1, neuron])
         return probes[start]
 
     original, n = act(0), len(ids)
@@ -140,16 +123,16 @@ def trim_prompt(session: ModelSession, ids: list[int], layer: int, neuron: int, 
 def trimmed_rows(session: ModelSession, windows: list[list[int]], tops: pd.DataFrame,
                   neurons: pd.DataFrame, params: ScanParams, progress: Progress) -> list[dict]:
     vocab = session.vocab_strings()
-    tokens = {(r.layer, r.neuron): (r.token_id, r.token) for r in neurons.itertuples()}
+    tokens = {(r.block, r.neuron): (r.token_id, r.token) for r in neurons.itertuples()}
     rows, total = [], max(1, len(tops))
-    for k, top in enumerate(tops.sort_values(["layer", "neuron", "activation"],
+    for k, top in enumerate(tops.sort_values(["block", "neuron", "activation"],
                                              ascending=[True, True, False]).itertuples()):
-        progress(k / total, f"trimming prompt {k + 1}/{total} (layer {top.layer}, neuron {top.neuron})")
+        progress(k / total, f"trimming prompt {k + 1}/{total} (block {top.block}, neuron {top.neuron})")
         ids = windows[top.window][:top.position + 1]
-        trim = trim_prompt(session, ids, top.layer, top.neuron, params.keep, params.trim)
+        trim = trim_prompt(session, ids, block_of_layer(top.block), top.neuron, params.keep, params.trim)
         kept = ids[trim.start:]
-        token_id, token = tokens[(top.layer, top.neuron)]
-        rows.append({"layer": top.layer, "neuron": top.neuron, "token_id": token_id, "token": token,
+        token_id, token = tokens[(top.block, top.neuron)]
+        rows.append({"block": top.block, "neuron": top.neuron, "token_id": token_id, "token": token,
                      "activation": trim.original, "trimmed_activation": trim.activation,
                      "kept_fraction": trim.activation / trim.original if trim.original else float("nan"),
                      "n_tokens": len(kept), "window": top.window, "position": top.position,
@@ -165,9 +148,9 @@ def select_prompts(rows: list[dict], params: ScanParams) -> pd.DataFrame:
     if frame.empty:
         return frame
     frame = frame[(frame.n_tokens <= params.max_tokens) & (frame.activation > 0)]
-    frame = frame.drop_duplicates(subset=["layer", "neuron", "text"])  # repeated passages would weigh twice
-    frame = frame.groupby(["layer", "neuron"], group_keys=False).head(params.top).copy()
-    frame["prompt"] = frame.groupby(["layer", "neuron"]).cumcount()
+    frame = frame.drop_duplicates(subset=["block", "neuron", "text"])  # repeated passages would weigh twice
+    frame = frame.groupby(["block", "neuron"], group_keys=False).head(params.top).copy()
+    frame["prompt"] = frame.groupby(["block", "neuron"]).cumcount()
     return frame.reset_index(drop=True)
 
 
@@ -176,7 +159,7 @@ def compute_prompts(session: ModelSession, neurons: pd.DataFrame, texts: list[st
     """Tidy [neuron x prompt] table of trimmed max-activating prompts (no cache; the cached form is
     :func:`core.analyses.attention_mlp.pipeline.max_activating_prompts`)."""
     if neurons.empty:
-        raise ValueError("No neurons to scan: choose other layers or a larger count.")
+        raise ValueError("No neurons to scan: choose other blocks or a larger count.")
     windows = corpus_windows(session, texts, params.window)
     tops = scan_top_windows(session, windows, neurons, params.top,
                             lambda f, m: progress(0.7 * f, m))

@@ -10,6 +10,7 @@ import pandas as pd
 import torch
 
 from core.analyses.depth.readout import Readout, readout
+from core.data import relation_pairs
 from core.lenses.base import Lens
 from core.model.session import ModelSession
 from core.progress import Progress, no_progress
@@ -46,7 +47,6 @@ def teacher_force(prompt_ids: Sequence[int], answer_ids: Sequence[int], first_al
 
 def fact_examples(n: int, seed: int) -> list[tuple[str, str, str]]:
     """``n`` (relation, prompt, answer) drawn round-robin over :data:`FACT_TEMPLATES`, seeded."""
-    from core.data import relation_pairs
 
     rng = random.Random(seed)
     pools = {}

@@ -9,6 +9,8 @@ import pandas as pd
 
 from core.analyses.depth.pos import MIN_PROMPT_CHARS
 from core.analyses.depth.readout import readout
+from core.cache import cached
+from core.data import evaluation_texts, wikipedia_paragraphs
 from core.lenses.base import Lens
 from core.model.session import ModelSession
 from core.progress import Progress, no_progress
@@ -55,8 +57,6 @@ def flip_rates(rows: pd.DataFrame) -> pd.DataFrame:
 def token_counts(session: ModelSession) -> np.ndarray:
     """[vocab] token counts of the bundled Wikipedia sample (all its prose paragraphs, both splits),
     tokenised with this model's tokenizer; stored in the disk cache."""
-    from core.cache import cached
-    from core.data import wikipedia_paragraphs
 
     def count() -> np.ndarray:
         counts = np.zeros(session.adapter.d_vocab, dtype=np.int64)
@@ -71,7 +71,6 @@ def random_prefixes(n: int, seed: int, max_words: int = 120) -> list[str]:
     """``n`` Wikipedia paragraphs (evaluation split) cut at a random word, prefixes of >= 17 characters.
 
     The cut lies within the first ``max_words`` words (the paper cuts anywhere; this bounds the cost)."""
-    from core.data import evaluation_texts, wikipedia_paragraphs
 
     rng = random.Random(seed)
     pool = [p for p in evaluation_texts(wikipedia_paragraphs()) if "\n" not in p and len(p) > 200]

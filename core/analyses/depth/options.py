@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from core.analyses.depth.readout import earliest_layer, readout
+from core.data import polarity_sentences, relation_pairs
 from core.lenses.base import Lens
 from core.model.session import ModelSession
 from core.progress import Progress, no_progress
@@ -31,7 +32,6 @@ def option_layers(ranks: np.ndarray, probs: np.ndarray) -> tuple[float, float, i
 
 def sentiment_prompts(n: int, seed: int, shots: int = 4, max_chars: int = 120) -> list[tuple[str, str]]:
     """``n`` (4-shot "Review: ...\\nSentiment: label" prompt, gold label) from the polarity sentences."""
-    from core.data import polarity_sentences
 
     rng = random.Random(seed)
     pool = [(label, s) for label, s in polarity_sentences() if len(s) <= max_chars]
@@ -45,7 +45,6 @@ def sentiment_prompts(n: int, seed: int, shots: int = 4, max_chars: int = 120) -
 
 def capital_mcq_prompts(n: int, seed: int, shots: int = 2) -> list[tuple[str, str]]:
     """``n`` (few-shot capital-world multiple-choice prompt with options A-D, gold letter)."""
-    from core.data import relation_pairs
 
     rng = random.Random(seed)
     pairs = [(country, capital) for capital, country in relation_pairs()["capital-world"]]

@@ -9,6 +9,7 @@ import pandas as pd
 import torch
 
 from core.analyses.depth.readout import final_token, readout, readout_rows
+from core.data import evaluation_texts, wikipedia_paragraphs
 from core.lenses.base import Lens
 from core.model.session import ModelSession
 from core.progress import Progress, no_progress
@@ -62,7 +63,6 @@ def check_prediction(session: ModelSession, prompt: str, answer: str) -> torch.T
 
 def wikipedia_sentences(seed: int) -> list[str]:
     """Lines of the bundled Wikipedia sample's evaluation split, in a seeded random order."""
-    from core.data import evaluation_texts, wikipedia_paragraphs
 
     lines = [line.strip() for p in evaluation_texts(wikipedia_paragraphs()) for line in p.split("\n")]
     lines = [line for line in lines if len(line) > MIN_PROMPT_CHARS]
@@ -77,7 +77,7 @@ def pos_section(session: ModelSession, lens: Lens, n: int, seed: int = 42, progr
     Up to ``n`` correctly predicted examples per tag from spaCy-tagged sentences of the Wikipedia sample;
     ``max_tries`` caps model calls per tag (default 30 n).
     """
-    import spacy
+    import spacy  # heavy optional: only the part-of-speech section needs spaCy
 
     if n < 1:
         raise ValueError("n must be at least 1 example per tag.")

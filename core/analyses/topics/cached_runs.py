@@ -2,6 +2,10 @@
 
 Every result is disk-cached (core.cache) under the model identity, the corpus counts' key and all
 parameters, so reruns of the page and the CLI are instant.
+
+This module is the analysis's boundary: the page and the CLI give ``block`` 1-based (core/layers.py: block l
+writes layer l; Hi modes read the MLP of block l, Lo modes inject into the stream entering it), converted here
+once to the 0-based index that core.analyses.topics.neuron and .vocab take.
 """
 
 from __future__ import annotations
@@ -12,12 +16,13 @@ import numpy as np
 import pandas as pd
 from scipy.stats import mannwhitneyu
 
-from core.analyses.topics.neuron import POLARITIES, NeuronTopics, TopicParams, analyse_pool, neuron_topics
 from core.analyses.topics.corpus import CorpusCounts, corpus_counts
+from core.analyses.topics.neuron import POLARITIES, NeuronTopics, TopicParams, analyse_pool, neuron_topics
 from core.analyses.topics.vocab import WordMap, check_unit, extremes, random_extremes, word_map
 from core.cache import cached
-from core.progress import Progress, no_progress
+from core.layers import block_of_layer
 from core.model.session import ModelSession
+from core.progress import Progress, no_progress
 
 
 @dataclass(frozen=True)
@@ -44,25 +49,27 @@ def prepare(session: ModelSession, params: TopicParams, progress: Progress = no_
     return Reference(counts, _wmaps[key])
 
 
-def unit_result(session: ModelSession, ref: Reference, mode: str, layer: int, unit: int, params: TopicParams,
+def unit_result(session: ModelSession, ref: Reference, mode: str, block: int, unit: int, params: TopicParams,
                 random_seed: int | None = None) -> NeuronTopics:
-    """:func:`neuron_topics`, disk-cached."""
+    """:func:`neuron_topics` of ``unit`` of 1-based ``block``, disk-cached."""
     params.check()
-    check_unit(session, mode, layer, unit)
-    return cached("topics-unit", lambda: neuron_topics(session, ref.counts, ref.wmap, mode, layer, unit, params,
+    b = block_of_layer(block)
+    check_unit(session, mode, b, unit)
+    return cached("topics-unit", lambda: neuron_topics(session, ref.counts, ref.wmap, mode, b, unit, params,
                                                        random_seed),
-                  model=session.identity(), counts_key=ref.counts.key, mode=mode, layer=layer, unit=unit,
+                  model=session.identity(), counts_key=ref.counts.key, mode=mode, block=block, unit=unit,
                   random_seed=random_seed, **params.cache_parts())
 
 
-def _scan(session: ModelSession, ref: Reference, mode: str, layer: int, params: TopicParams,
+def _scan(session: ModelSession, ref: Reference, mode: str, block: int, params: TopicParams,
           progress: Progress) -> pd.DataFrame:
-    n_units = check_unit(session, mode, layer)
+    b = block_of_layer(block)
+    n_units = check_unit(session, mode, b)
     rows = []
     batch = 256
     for start in range(0, n_units, batch):
         units = list(range(start, min(n_units, start + batch)))
-        top, bottom = extremes(session, mode, layer, units, params.tau)
+        top, bottom = extremes(session, mode, b, units, params.tau)
         for i, unit in enumerate(units):
             row = {"unit": unit}
             for pol, ranked in zip(POLARITIES, (top[i], bottom[i])):
@@ -79,18 +86,18 @@ def _scan(session: ModelSession, ref: Reference, mode: str, layer: int, params: 
     return frame.sort_values(["n_sets", "pos_best_star"], ascending=False, kind="stable").reset_index(drop=True)
 
 
-def scan_layer(session: ModelSession, ref: Reference, mode: str, layer: int, params: TopicParams,
+def scan_layer(session: ModelSession, ref: Reference, mode: str, block: int, params: TopicParams,
                progress: Progress = no_progress) -> pd.DataFrame:
-    """Every unit of a block: pool sizes, number of star sets and the best star per polarity (no exact
+    """Every unit of 1-based ``block``: pool sizes, number of star sets and the best star per polarity (no exact
     topics), most sets first. Columns: unit, {pos,neg}_{pool,sets,best_star,example}, n_sets."""
     params.check()
-    return cached("topics-scan", lambda: _scan(session, ref, mode, layer, params, progress),
-                  model=session.identity(), counts_key=ref.counts.key, mode=mode, layer=layer, **params.cache_parts())
+    return cached("topics-scan", lambda: _scan(session, ref, mode, block, params, progress),
+                  model=session.identity(), counts_key=ref.counts.key, mode=mode, block=block, **params.cache_parts())
 
 
-def _comparison_rows(session: ModelSession, ref: Reference, mode: str, layer: int, units: list[int],
+def _comparison_rows(session: ModelSession, ref: Reference, mode: str, block_index: int, units: list[int],
                      params: TopicParams, seed: int, progress: Progress) -> tuple[pd.DataFrame, pd.DataFrame]:
-    top, bottom = extremes(session, mode, layer, units, params.tau)
+    top, bottom = extremes(session, mode, block_index, units, params.tau)
     rows, topics = [], []
     for i, unit in enumerate(units):
         rand_top, rand_bottom = random_extremes(session.adapter.d_vocab, params.tau, seed * 1_000_003 + unit)
@@ -130,20 +137,21 @@ def mann_whitney(rows: pd.DataFrame, topics: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def compare_random(session: ModelSession, ref: Reference, mode: str, layer: int, n: int, seed: int,
+def compare_random(session: ModelSession, ref: Reference, mode: str, block: int, n: int, seed: int,
                    params: TopicParams, progress: Progress = no_progress) -> dict[str, pd.DataFrame]:
-    """``n`` seeded random units of a block vs the random-permutation baseline (same pipeline).
+    """``n`` seeded random units of 1-based ``block`` vs the random-permutation baseline (same pipeline).
 
     -> {"rows": per unit x source x polarity, "topics": per topic, "tests": Mann-Whitney per metric}."""
     params.check()
-    n_units = check_unit(session, mode, layer)
+    b = block_of_layer(block)
+    n_units = check_unit(session, mode, b)
     if not 1 <= n <= n_units:
         raise ValueError(f"The sample size must lie in 1..{n_units}.")
     units = sorted(np.random.default_rng(seed).choice(n_units, n, replace=False).tolist())
 
     def compute() -> dict[str, pd.DataFrame]:
-        rows, topics = _comparison_rows(session, ref, mode, layer, units, params, seed, progress)
+        rows, topics = _comparison_rows(session, ref, mode, b, units, params, seed, progress)
         return {"rows": rows, "topics": topics, "tests": mann_whitney(rows, topics)}
 
     return cached("topics-compare", compute, model=session.identity(), counts_key=ref.counts.key, mode=mode,
-                  layer=layer, units=units, seed=seed, **params.cache_parts())
+                  block=block, units=units, seed=seed, **params.cache_parts())

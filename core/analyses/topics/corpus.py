@@ -31,17 +31,18 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy import sparse
 
+from core.analyses.topics.params import DEFAULT_MIN_FREQ, DEFAULT_VOCAB_SIZE
+from core.data import wikipedia_articles
 from core.paths import cache_dir
 from core.progress import Progress, no_progress
+from core.validate import MAX_CORPUS_BYTES, text_folder
 
 log = logging.getLogger(__name__)
 COUNT_VERSION = "2"  # bump when counting changes: old cache files are then ignored
 EPS = 1e-12
-WINDOW = 10
-DEFAULT_VOCAB_SIZE = 40_000
-DEFAULT_MIN_FREQ = 10  # = the window: one co-occurrence spans at most 9 windows, so a pair needs two
+WINDOW = 10  # = DEFAULT_MIN_FREQ: one co-occurrence spans at most 9 windows, so a pair needs two
 MIN_WORD_LEN = 2  # single letters ("s" of "it's", initials) are out of the vocabulary: they swamp pools
-MAX_USER_BYTES = 200 * 2**20
+MAX_USER_BYTES = MAX_CORPUS_BYTES
 _WORD = re.compile(r"[^\W\d_]+")
 _CHUNK_WINDOWS = 60_000
 
@@ -87,25 +88,14 @@ def words_of(text: str) -> list[str]:
 
 def bundled_documents() -> list[str]:
     """The bundled Wikipedia sample, one document per article (markup stripped)."""
-    from core.data import wikipedia_articles
 
     return [text for _title, text in wikipedia_articles()]
 
 
 def folder_documents(folder: str | Path, max_bytes: int = MAX_USER_BYTES) -> list[str]:
     """The .txt files under ``folder`` (recursively), one document per blank-line separated paragraph."""
-    path = Path(folder).expanduser()
-    if not path.exists():
-        raise ValueError(f"The corpus folder {str(path)!r} does not exist.")
-    if not path.is_dir():
-        raise ValueError(f"{str(path)!r} is not a folder: give a folder of .txt files.")
+    path = text_folder(str(folder), max_bytes)  # exists, is a folder, has .txt files, within max_bytes
     files = sorted(p for p in path.rglob("*.txt") if p.is_file())
-    if not files:
-        raise ValueError(f"The folder {str(path)!r} holds no .txt files.")
-    total = sum(p.stat().st_size for p in files)
-    if total > max_bytes:
-        raise ValueError(f"The .txt files in {str(path)!r} hold {total / 2**20:.0f} MB; the limit is "
-                         f"{max_bytes / 2**20:.0f} MB. Use a smaller sample.")
     docs = []
     for file in files:
         text = file.read_bytes().decode("utf-8", errors="replace")

@@ -2,56 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from core.analyses.topics.corpus import DEFAULT_MIN_FREQ, DEFAULT_VOCAB_SIZE, CorpusCounts, npmi_matrix
-from core.analyses.topics.vocab import DEFAULT_TAU, WordMap, check_unit, extremes, pool_from, random_extremes
-from core.analyses.topics.word_sets import (
-    DEFAULT_TIME_LIMIT,
-    PAPER_SIZE_LIMITS,
-    PAPER_THRESHOLDS,
-    TOPIC_K,
-    best_topic,
-    check_limits,
-    star_heuristic,
-)
+from core.analyses.topics.corpus import CorpusCounts, npmi_matrix
+from core.analyses.topics.params import TopicParams
+from core.analyses.topics.vocab import WordMap, check_unit, extremes, pool_from, random_extremes
+from core.analyses.topics.word_sets import best_topic, star_heuristic
 from core.model.session import ModelSession
 
-VERSION = "1"  # bump when the maths changes (part of every disk-cache key)
 POLARITIES = ("pos", "neg")
 MAX_GRAPH_EDGES = 4000
-
-
-@dataclass(frozen=True)
-class TopicParams:
-    """Every setting of the pipeline (paper GPT-2 notebook defaults for the heuristic)."""
-
-    tau: int = DEFAULT_TAU
-    min_freq: int = DEFAULT_MIN_FREQ
-    thresholds: tuple[float, float] = PAPER_THRESHOLDS
-    size_limits: tuple[int, int] = PAPER_SIZE_LIMITS
-    k: int = TOPIC_K
-    time_limit: float = DEFAULT_TIME_LIMIT
-    corpus: str = "wikipedia"
-    vocab_size: int = DEFAULT_VOCAB_SIZE
-
-    def check(self) -> "TopicParams":
-        if self.tau < 1:
-            raise ValueError("tau must be at least 1.")
-        if self.min_freq < 1:
-            raise ValueError("The minimum frequency must be at least 1.")
-        if not 2 <= self.k <= 50:
-            raise ValueError("The topic size k must lie in 2..50.")
-        if self.time_limit <= 0:
-            raise ValueError("The time limit must be positive.")
-        check_limits(self.thresholds, self.size_limits)
-        return self
-
-    def cache_parts(self) -> dict:
-        return {**asdict(self), "version": VERSION}
 
 
 @dataclass(frozen=True)
@@ -87,14 +50,15 @@ def analyse_pool(counts: CorpusCounts, wmap: WordMap, ranked: np.ndarray, params
     return PolarityResult(ids, ranks, cut, npmi, sets, topics)
 
 
-def unit_rankings(session: ModelSession, mode: str, layer: int, unit: int, tau: int,
+def unit_rankings(session: ModelSession, mode: str, block_index: int, unit: int, tau: int,
                   random_seed: int | None = None) -> dict[str, np.ndarray]:
-    """{"pos": [tau], "neg": [tau]} token ids (highest / lowest beta first), or the random baseline."""
-    check_unit(session, mode, layer, unit)
+    """{"pos": [tau], "neg": [tau]} token ids (highest / lowest beta first) of ``unit`` of 0-based block
+    ``block_index``, or the random baseline."""
+    check_unit(session, mode, block_index, unit)
     if random_seed is not None:
         top, bottom = random_extremes(session.adapter.d_vocab, tau, random_seed)
         return {"pos": top, "neg": bottom}
-    top, bottom = extremes(session, mode, layer, [unit], tau)
+    top, bottom = extremes(session, mode, block_index, [unit], tau)
     return {"pos": top[0], "neg": bottom[0]}
 
 
@@ -148,10 +112,11 @@ def _edge_frame(pol: str, words: np.ndarray, npmi: np.ndarray, set_of: np.ndarra
                          "set_a": set_of[a], "set_b": set_of[b]})
 
 
-def neuron_topics(session: ModelSession, counts: CorpusCounts, wmap: WordMap, mode: str, layer: int, unit: int,
-                  params: TopicParams = TopicParams(), random_seed: int | None = None) -> NeuronTopics:
-    """The whole pipeline for one unit (both polarities); ``random_seed`` gives the random baseline."""
+def neuron_topics(session: ModelSession, counts: CorpusCounts, wmap: WordMap, mode: str, block_index: int,
+                  unit: int, params: TopicParams = TopicParams(), random_seed: int | None = None) -> NeuronTopics:
+    """The whole pipeline for one unit of 0-based block ``block_index`` (both polarities); ``random_seed`` gives
+    the random baseline. The 1-based entry point is :func:`core.analyses.topics.cached_runs.unit_result`."""
     params.check()
-    rankings = unit_rankings(session, mode, layer, unit, params.tau, random_seed)
+    rankings = unit_rankings(session, mode, block_index, unit, params.tau, random_seed)
     results = {pol: analyse_pool(counts, wmap, rankings[pol], params) for pol in POLARITIES}
     return _frames(counts, results, params)

@@ -1,6 +1,7 @@
 """A neuron's vocabulary distribution beta (Lim & Lauw 2023, four modes) and its word pools.
 
-Modes, for the 0-based block index ``layer`` (the page calls it "block layer + 1"):
+Modes, for the 0-based block index ``layer`` (the app's 1-based block ``layer + 1``, core/layers.py; the page
+and the CLI give the 1-based block, converted once in core.analyses.topics.cached_runs):
 
 * ``hi-c``  x = the MLP neuron's output direction (row n of the down-projection as [d_mlp, d_model], plus
             the down-projection's bias where it has one, e.g. GPT-2's c_proj), run through blocks
@@ -16,34 +17,31 @@ token ids of each are kept, never [neurons, vocab] for a whole layer.
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from core.analyses.topics.corpus import CorpusCounts
-from core.progress import Progress, no_progress
+from core.analyses.topics.params import DEFAULT_TAU, MODES
+from core.layers import layer_of_block
 from core.model.session import ModelSession
+from core.progress import Progress, no_progress
 
-MODES: dict[str, str] = {
-    "hi-c": "Hi-C: MLP neuron, through the later blocks",
-    "hi-i": "Hi-I: MLP neuron, straight to the unembedding",
-    "lo-c": "Lo-C: residual dimension, through this and the later blocks",
-    "lo-i": "Lo-I: residual dimension, through this block only",
-}
-DEFAULT_TAU = 900
 SHRINK_STEP = 50
 BATCH = 256
 
 
-def check_unit(session: ModelSession, mode: str, layer: int, unit: int | None = None) -> int:
-    """ValueError for an unknown mode or an out-of-range block / unit; returns the number of units."""
+def check_unit(session: ModelSession, mode: str, block_index: int, unit: int | None = None) -> int:
+    """ValueError for an unknown mode or an out-of-range block (0-based ``block_index``, reported 1-based) or unit;
+    returns the number of units."""
     if mode not in MODES:
         raise ValueError(f"Unknown mode {mode!r}; choose from {', '.join(MODES)}.")
     n_layers = session.adapter.n_layers
-    if not 0 <= layer < n_layers:
-        raise ValueError(f"Block {layer + 1} does not exist: this model has blocks 1..{n_layers}.")
+    if not 0 <= block_index < n_layers:
+        shown = layer_of_block(block_index) if block_index >= 0 else block_index + 1  # a negative index as given
+        raise ValueError(f"Block {shown} does not exist: this model has blocks 1..{n_layers} "
+                         "(1-based: block l writes layer l).")
     n_units = session.adapter.d_mlp if mode.startswith("hi") else session.adapter.d_model
     if unit is not None and not 0 <= unit < n_units:
         kind = "MLP neurons" if mode.startswith("hi") else "residual dimensions"
@@ -62,30 +60,11 @@ def injected(session: ModelSession, mode: str, layer: int, units: torch.Tensor) 
     return x + bias.detach().float().cpu() if bias is not None else x
 
 
-def _rotary(model: torch.nn.Module) -> torch.nn.Module | None:
-    base = getattr(model, model.base_model_prefix, model)
-    return getattr(base, "rotary_emb", None)
-
-
 def run_blocks(session: ModelSession, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
-    """[n, d_model] -> [n, d_model]: blocks start..stop-1 applied to n one-position sequences."""
+    """[n, d_model] -> [n, d_model]: blocks start..stop-1 applied to n one-position sequences
+    (:meth:`core.model.arch.Adapter.run_blocks`: what each block's forward needs comes from the architecture record)."""
     h = x[:, None, :].to(session.device, next(session.model.parameters()).dtype)  # [n, pos=1, d_model]
-    pos = torch.zeros(h.shape[0], 1, dtype=torch.long, device=h.device)
-    rotary = _rotary(session.model)
-    for block in session.adapter.blocks[start:stop]:
-        params = inspect.signature(block.forward).parameters
-        kwargs: dict = {}
-        if "position_ids" in params:
-            kwargs["position_ids"] = pos
-        if "cache_position" in params:
-            kwargs["cache_position"] = pos[0]
-        if "use_cache" in params:
-            kwargs["use_cache"] = False
-        if "position_embeddings" in params and rotary is not None:
-            kwargs["position_embeddings"] = rotary(h, pos)
-        out = block(h, **kwargs)
-        h = out[0] if isinstance(out, (tuple, list)) else out
-    return h[:, 0].float()
+    return session.adapter.run_blocks(h, start, stop)[:, 0].float()
 
 
 def blocks_for(mode: str, layer: int, n_layers: int) -> tuple[int, int]:

@@ -14,12 +14,14 @@ import numpy as np
 from scipy import sparse
 from scipy.optimize import Bounds, LinearConstraint, milp
 
-PAPER_THRESHOLDS = (0.1, 1.0)  # GPT-2 notebook
-PAPER_SIZE_LIMITS = (10, 24)  # GPT-2 notebook
+from core.analyses.topics.params import (  # the paper's settings
+    DEFAULT_TIME_LIMIT,
+    TOPIC_K,
+    check_limits,
+)
+
 FUNCTION_THRESHOLDS = (0.0, 1.0)  # star_heuristic's defaults
 FUNCTION_SIZE_LIMITS = (10, 32)
-TOPIC_K = 10
-DEFAULT_TIME_LIMIT = 30.0
 
 
 @dataclass(frozen=True)
@@ -44,16 +46,6 @@ class Topic:
     @property
     def found(self) -> bool:
         return bool(self.members)
-
-
-def check_limits(thresholds: tuple[float, float], size_limits: tuple[int, int]) -> None:
-    """ValueError unless theta_l <= theta_u and 1 <= kappa_l <= kappa_u."""
-    lo, hi = thresholds
-    if not (-1.0 <= lo <= hi <= 1.0):
-        raise ValueError(f"Thresholds must satisfy -1 <= lower <= upper <= 1 (got {lo}, {hi}).")
-    k_lo, k_hi = size_limits
-    if not (1 <= k_lo <= k_hi):
-        raise ValueError(f"Size limits must satisfy 1 <= lower <= upper (got {k_lo}, {k_hi}).")
 
 
 def star_heuristic(npmi: np.ndarray, thresholds: tuple[float, float] = FUNCTION_THRESHOLDS,

@@ -14,10 +14,12 @@ from typing import Sequence
 import pandas as pd
 
 from core.analyses.topk.intervention import InterventionConfig, compute_intervention, intervention_texts
-from core.progress import Progress, no_progress
+from core.analyses.topk.modalities import run_modality_cached
+from core.cache import cached
 from core.model.session import ModelSession
+from core.progress import Progress, no_progress
 
-VERSION = "1"  # bump when the maths of either section changes
+VERSION = "2"  # bump when the maths or the frames of either section change (2: residual layers)
 
 
 def run_intervention(session: ModelSession, n_texts: int, seed: int, progress: Progress = no_progress,
@@ -25,13 +27,13 @@ def run_intervention(session: ModelSession, n_texts: int, seed: int, progress: P
     """The intervention on ``n_texts`` bundled Wikipedia evaluation texts -> frames:
 
     pairs   one row per (pair, evaluated offset): text, early_pos, late_pos, token, e, s_late, offset,
-            implant_layer, new_sat, prediction_unchanged, success
+            implant_layer, new_sat, prediction_unchanged, success (layers: residual layers 1..L)
     offsets offset, share (of pairs with new saturation layer == implant layer and the prediction unchanged),
-            n, sem, skipped (implant layer outside 0..L-2), half, half_max (the step line)
+            n, sem, skipped (implant layer outside 1..L-1), half, half_max (the step line)
     texts   text, tokens, candidate_pairs, pairs, start
-    config  the constants used (the paper's GPT2-XL layer constants scaled by L/48 unless given)
+    config  the constants used (the paper's GPT2-XL layer constants scaled by L/48 unless given; min_sat_layer
+            is the config's 0-based min_sat as a residual layer)
     """
-    from core.cache import cached
 
     config = config or InterventionConfig.for_depth(session.adapter.n_layers)
     texts = intervention_texts(int(n_texts), int(seed))
@@ -51,7 +53,6 @@ def run_modality(kind: str, model: str | None, n: int, k: int, seed: int, progre
     tasks (None = the paper's: k for ViT, 4 for Whisper).
     See :func:`core.analyses.topk.modalities.compute_modality` for the frames.
     """
-    from core.analyses.topk.modalities import run_modality_cached
 
     return run_modality_cached(kind, model, int(n), int(k), int(seed), progress, tuple(files), tuple(transcripts),
                                VERSION, None if n_tasks is None else int(n_tasks))

@@ -18,22 +18,23 @@ import numpy as np
 import pandas as pd
 import torch
 
+from core.analyses.topk.params import DEFAULT_K, DEFAULT_MAX_TOKENS, TopkParams, check_params
 from core.analyses.topk.saturation import saturation_layers, slot_match_from_top_ids
-from core.progress import Progress, no_progress
+from core.cache import cached
+from core.data import evaluation_texts, wikipedia_paragraphs
+from core.layers import layers_of_block_array
 from core.lenses.stats import logit_lens_top_k
 from core.model.session import ModelSession, Trace
+from core.progress import Progress, no_progress
 
 VERSION = "1"  # of the per-text records (bump when what is collected changes)
-DEFAULT_K = 5
-DEFAULT_MAX_TOKENS = 128
-MAX_K = 50
 _text_locks: dict[tuple, threading.Lock] = {}
 _text_locks_guard = threading.Lock()
 
 
 @dataclass(frozen=True)
 class TextRecord:
-    """One text's lens readout. Layer = block output l0 = 0..L-1 (l0 = after block l0+1).
+    """One text's lens readout, indexed by block b = 0..L-1 (the lens after block b+1 = residual layer b+1).
 
     input_ids [pos]; top_ids [layer, pos, k] (best first); top_probs [layer, pos, k];
     cosine [layer, pos] cos(block output l0, the residual before block l0+1) (l0 = 0 compares with the
@@ -55,14 +56,12 @@ class TextRecord:
         return self.top_ids.shape[0]
 
     def saturation(self) -> np.ndarray:
-        """[pos, k] saturation layers of the analysed positions (BOS excluded)."""
+        """[pos, k] saturation layers of the analysed positions (BOS excluded), as 0-based block indices."""
         return saturation_layers(slot_match_from_top_ids(self.top_ids))[self.first_pos:]
 
 
 @lru_cache(maxsize=4)
 def _pool() -> tuple[str, ...]:
-    from core.data import evaluation_texts, wikipedia_paragraphs
-
     return tuple(dict.fromkeys(evaluation_texts(wikipedia_paragraphs())))  # unique, in corpus order
 
 
@@ -77,13 +76,6 @@ def topk_texts(n: int, seed: int, offset: int = 0) -> list[str]:
                          f"{len(pool) - offset} texts here.")
     order = random.Random(seed).sample(pool, len(pool))
     return order[offset:offset + n]
-
-
-def check_params(k: int, max_tokens: int) -> None:
-    if not 2 <= k <= MAX_K:
-        raise ValueError(f"k must lie in 2..{MAX_K} (the top-2 is needed for the early-exit and LM sections).")
-    if max_tokens < 8:
-        raise ValueError("max_tokens must be at least 8.")
 
 
 def text_ids(session: ModelSession, text: str, max_tokens: int) -> tuple[torch.Tensor, int]:
@@ -126,7 +118,6 @@ def compute_record(session: ModelSession, text: str, k: int, max_tokens: int) ->
 def collect_text(session: ModelSession, text: str, k: int = DEFAULT_K,
                  max_tokens: int = DEFAULT_MAX_TOKENS) -> TextRecord:
     """:func:`compute_record`, disk-cached per (model, text, k, max_tokens)."""
-    from core.cache import cached
 
     check_params(k, max_tokens)
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -169,16 +160,25 @@ def text_counts(records: list[TextRecord]) -> dict[str, int]:
 
 
 def slot_view(session: ModelSession, record: TextRecord) -> pd.DataFrame:
-    """One text -> rows: position, token, layer, slot (1-based rank), held (slot holds its final token),
-    layer_token (the lens's token in that slot), final_token, saturation_layer."""
+    """One text -> rows: position, token, layer (residual layer 1..L: the lens after block ``layer``), slot
+    (1-based rank), held (slot holds its final token), layer_token (the lens's token in that slot), final_token,
+    saturation_layer (residual layer; 1 = held after every block)."""
     vocab = session.vocab_strings()
-    match = slot_match_from_top_ids(record.top_ids)  # [layer, pos, k]
-    sat = saturation_layers(match)  # [pos, k]
+    match = slot_match_from_top_ids(record.top_ids)  # [block, pos, k]
+    sat = saturation_layers(match)  # [pos, k] block indices
     n_layers, n_pos, k = record.top_ids.shape
     layer, pos, slot = np.meshgrid(np.arange(n_layers), np.arange(n_pos), np.arange(k), indexing="ij")
-    frame = pd.DataFrame({"position": pos.ravel(), "layer": layer.ravel(), "slot": slot.ravel() + 1,
+    frame = pd.DataFrame({"position": pos.ravel(), "layer": layers_of_block_array(layer.ravel()),
+                          "slot": slot.ravel() + 1,
                           "held": match.ravel(), "layer_token": [vocab[i] for i in record.top_ids.ravel()],
                           "final_token": [vocab[i] for i in record.top_ids[-1][pos.ravel(), slot.ravel()]],
-                          "saturation_layer": sat[pos.ravel(), slot.ravel()]})
+                          "saturation_layer": layers_of_block_array(sat[pos.ravel(), slot.ravel()])})
     frame.insert(1, "token", [vocab[int(i)] for i in record.input_ids[frame.position]])
     return frame[frame.position >= record.first_pos].reset_index(drop=True)
+
+
+def records_for(session: ModelSession, params: TopkParams, progress: Progress = no_progress,
+                offset: int = 0, n: int | None = None, label: str = "") -> list[TextRecord]:
+    """The collected records of texts ``offset .. offset+n`` (default: the first params.n)."""
+    texts = topk_texts(params.n if n is None else n, params.seed, offset)
+    return collect(session, texts, params.k, params.max_tokens, progress, label)

@@ -10,6 +10,9 @@ top-1 there, cost l0+1 blocks; never exiting costs L blocks and predicts the out
   cos(pre-norm block output l0, pre-norm block output l0-1) >= thr.
 Every method builds its own exit-layer array (the reference aliased them). The probe is trained on the
 first n texts and evaluated on the next n_eval texts, so training and evaluation texts are disjoint.
+
+l0 above and the exit-layer arrays are 0-based block indices (the paper's); the frames give residual layers
+(``min_layer`` 6 = the paper's 5, the probe's layers) and costs in blocks run (l0 + 1 = the exit's residual layer).
 """
 
 from __future__ import annotations
@@ -21,15 +24,17 @@ import numpy as np
 import pandas as pd
 import torch
 
-from core.analyses.topk.probes import MIN_LAYER_FOR_PROBING, Probe
+from core.analyses.topk.collect import TextRecord, records_for
 from core.analyses.topk.ordering import two_proportion_z
-from core.analyses.topk.collect import TextRecord
-from core.progress import Progress, no_progress
+from core.analyses.topk.probes import MIN_LAYER_FOR_PROBING, Probe
+from core.analyses.topk.probing import trained_probe
+from core.layers import layer_of_block
 from core.model.session import ModelSession
+from core.progress import Progress, no_progress
 
 SOFTMAX_THRESHOLDS: tuple[float, ...] = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.92, 0.94)
 STATE_THRESHOLDS: tuple[float, ...] = (0.986, 0.988, 0.989, 0.99, 0.991, 0.992, 0.993, 0.994, 0.995)
-EARLY_MARGIN = 7  # better LM: group B = top-2 saturated at least 7 layers before the output (s_1 <= L-7)
+EARLY_MARGIN = 7  # better LM: group B = top-2 saturated early, s_1 <= L-7 (the paper's, on 0-based block indices)
 
 
 @dataclass(frozen=True)
@@ -117,8 +122,6 @@ def _span(layers: list[int]) -> str:
 
 def early_exit_section(session: ModelSession, params, progress: Progress = no_progress) -> dict[str, pd.DataFrame]:
     """Section 5: probe trained on texts 0..n-1, every method evaluated on texts n..n+n_eval-1."""
-    from core.analyses.topk.probing import trained_probe
-    from core.analyses.topk.params import records_for
 
     probe = trained_probe(session, params, lambda f, m: progress(0.5 * f, m))
     records = records_for(session, params, lambda f, m: progress(0.5 + 0.3 * f, m), offset=params.n,
@@ -132,14 +135,17 @@ def early_exit_section(session: ModelSession, params, progress: Progress = no_pr
     summary = pd.DataFrame([{"layers": inputs.top1.shape[0], "train_texts": params.n, "eval_texts": len(records),
                              "eval_positions": int(inputs.labels.size), "probe_examples": probe.meta.get("rows"),
                              "probe_layers": _span(probe.meta.get("layers", [])),
-                             "probe_tasks": len(probe.classes), "min_layer": MIN_LAYER_FOR_PROBING}])
+                             "probe_tasks": len(probe.classes), "min_layer": layer_of_block(MIN_LAYER_FOR_PROBING)}])
     return {"points": points, "summary": summary}
 
 
 # -- better language modelling -------------------------------------------------------------------------------
 def better_lm_frames(records: list[TextRecord], margin: int = EARLY_MARGIN) -> dict[str, pd.DataFrame]:
     """Positions whose final top-1 is wrong: how often the final top-2 is the actual next token when the top-2
-    saturated only at the last layer (A: s_1 = L-1) vs early (B: s_1 <= L-margin); two-proportion z-test."""
+    saturated only at the last layer (A: s_1 = L-1) vs early (B: s_1 <= L-margin); two-proportion z-test.
+
+    s_1 is a 0-based block index, as in the paper; the group names give residual layers: A = layer L, B = by
+    layer L - margin + 1 (the paper's s_1 <= L - margin)."""
     tops, labels, s1 = [], [], []
     for record in records:
         ps = slice(record.first_pos, len(record.input_ids) - 1)
@@ -150,8 +156,11 @@ def better_lm_frames(records: list[TextRecord], margin: int = EARLY_MARGIN) -> d
     n_layers = records[0].n_layers
     wrong = top[:, 0] != label
     top2_right = top[:, 1] == label
-    groups = {"A: top-2 settled only at the last layer": wrong & (sat1 == n_layers - 1),
-              f"B: top-2 settled ≥ {margin} layers before the output": wrong & (sat1 <= n_layers - margin)}
+    # the paper's bound s_1 <= L - margin as a residual layer (0: a model of fewer than margin blocks, none qualify)
+    last_early = layer_of_block(n_layers - margin) if n_layers >= margin else 0
+    groups = {f"A: top-2 settled only at the last layer, {n_layers}": wrong & (sat1 == n_layers - 1),
+              f"B: top-2 settled by layer {last_early} (the paper's s_1 ≤ L−{margin}, 0-based)":
+                  wrong & (sat1 <= n_layers - margin)}
     rows = [{"group": name, "positions": int(mask.sum()), "top2_correct": int((mask & top2_right).sum()),
              "share": float((mask & top2_right).sum() / mask.sum()) if mask.any() else math.nan}
             for name, mask in groups.items()]
@@ -164,6 +173,4 @@ def better_lm_frames(records: list[TextRecord], margin: int = EARLY_MARGIN) -> d
 
 def better_lm_section(session: ModelSession, params, progress: Progress = no_progress) -> dict[str, pd.DataFrame]:
     """Section 6 on the first ``params.n`` texts."""
-    from core.analyses.topk.params import records_for
-
     return better_lm_frames(records_for(session, params, progress))

@@ -7,10 +7,14 @@ block, at the late position only), for offsets o = -a..+a around the early token
 The rest of the model runs; the late token's new top-1 saturation layer is read off the patched run.
 Success at offset o: the new saturation layer equals the implant layer e+o AND the prediction is unchanged.
 
-Layers are 0-based block-output indices l0 = 0..L-1 (as in :mod:`core.analyses.topk`); an implant at layer
-l0 puts the vector where the output of block l0 was, so it can only land on l0 = 0..L-2 (block l0+1 must
-exist). The reference code's bugs are not repeated: its post-hook returned the block's inputs (skipping the
-block for every position) and it implanted post-final-norm vectors.
+Inside, layers are 0-based block-output indices l0 = 0..L-1 (as in :mod:`core.analyses.topk`); an implant at
+l0 puts the vector where the output of blocks[l0] was, so it can only land on l0 = 0..L-2 (blocks[l0+1] must
+exist). The frames give residual layers (l0 + 1, :mod:`core.layers`): e, s_late, implant_layer and new_sat lie
+in 1..L, an implant lands on layers 1..L-1 (the stream after block e+o, read by block e+o+1, blocks 1-based), and
+offsets, being differences, are the same in both numberings. :class:`InterventionConfig` keeps the paper's
+constants as the paper states them (min_sat: a 0-based block index); its frame column is ``min_sat_layer``.
+The reference code's bugs are not repeated: its post-hook returned the block's inputs (skipping the block for
+every position) and it implanted post-final-norm vectors.
 
 All offsets of one pair run in ONE batched forward pass: the shared prefix (tokens before the late position,
 which a causal model computes identically in every row) runs once with a key/value cache, and only the late
@@ -29,9 +33,12 @@ import pandas as pd
 import torch
 
 from core.analyses.topk.saturation import saturation_layers, slot_match_from_top_ids
-from core.progress import Progress, no_progress
+from core.data import evaluation_texts, sample_texts, wikipedia_paragraphs
+from core.layers import layer_of_block
 from core.lenses.stats import layer_groups, logit_lens_top_k, position_tiles
+from core.model.hooks import Patch, residual_captures
 from core.model.session import ModelSession
+from core.progress import Progress, no_progress
 
 # The paper's constants for GPT2-XL (L = 48): pairs >= 10 layers apart, both saturating at >= 10, <= 30 tokens
 # apart, offsets -5..+5. Layer distances are scaled by L / 48 for other depths; token distance and offsets stay.
@@ -131,20 +138,6 @@ def implant_layers(early_sat: int, n_layers: int, offsets: Sequence[int]) -> tup
 
 
 # -- the patched forward -----------------------------------------------------------------------------------------
-def _pre_hook(rows: torch.Tensor, vectors: torch.Tensor):
-    """A block pre-hook writing ``vectors`` [row, d_model] into the LAST position of ``rows``."""
-
-    def hook(_module, args, kwargs):
-        hidden = args[0] if args else kwargs["hidden_states"]
-        hidden = hidden.clone()
-        hidden[rows, -1] = vectors.to(hidden.dtype)
-        if args:
-            return (hidden, *args[1:]), kwargs
-        return args, {**kwargs, "hidden_states": hidden}
-
-    return hook
-
-
 @torch.no_grad()
 def implant_forward(session: ModelSession, ids: torch.Tensor, late: int,
                     implants: Sequence[tuple[int, torch.Tensor] | None]) -> torch.Tensor:
@@ -154,7 +147,7 @@ def implant_forward(session: ModelSession, ids: torch.Tensor, late: int,
     ``late`` only; ``None`` is a clean row. Entry l0+1 of a patched row holds the implanted vector (what
     block l0+1 read), so the returned stack is the late token's residual stream as the model saw it.
     """
-    adapter, n_layers = session.adapter, session.adapter.n_layers
+    n_layers = session.adapter.n_layers
     for implant in implants:
         if implant is not None and not 0 <= implant[0] <= n_layers - 2:
             raise ValueError(f"An implant layer must lie in 0..{n_layers - 2} (block l0+1 must exist).")
@@ -163,30 +156,17 @@ def implant_forward(session: ModelSession, ids: torch.Tensor, late: int,
     for row, implant in enumerate(implants):
         if implant is not None:
             by_block.setdefault(implant[0] + 1, []).append(row)
-    captured: list[torch.Tensor | None] = [None] * (n_layers + 1)
-
-    def keep(index: int, value) -> None:
-        hidden = value[0] if isinstance(value, (tuple, list)) else value
-        captured[index] = hidden[:, -1].detach().float().cpu().clone()  # [row, d_model]
-
+    # the input of block l0+1 (0-based) at the pass's last position (the late token), in the rows implanting l0
+    patches = [Patch("resid_pre", block, torch.stack([implants[r][1] for r in rows]),  # type: ignore[index]
+                     position=-1, rows=tuple(rows)) for block, rows in by_block.items()]
+    layers = range(n_layers + 1)
     with session.lock:
         past = _prefix_cache(session, ids[:late], n_rows)
         tokens = ids[late:late + 1] if past is not None else ids[:late + 1]
-        handles = [adapter.blocks[0].register_forward_pre_hook(
-            lambda _m, args, kwargs: keep(0, args[0] if args else kwargs["hidden_states"]), with_kwargs=True)]
-        try:
-            for block, rows in by_block.items():
-                vectors = torch.stack([implants[r][1] for r in rows]).to(device)  # type: ignore[index]
-                handles.append(adapter.blocks[block].register_forward_pre_hook(
-                    _pre_hook(torch.tensor(rows, device=device), vectors), with_kwargs=True))
-            for layer, module in enumerate(adapter.blocks):
-                handles.append(module.register_forward_hook(lambda _m, _i, o, layer=layer: keep(layer + 1, o)))
-            extra = {"past_key_values": past, "use_cache": True} if past is not None else {"use_cache": False}
+        extra = {"past_key_values": past, "use_cache": True} if past is not None else {"use_cache": False}
+        with session.hooks(residual_captures(layers, position=-1), patches) as got:
             session.model(tokens.to(device)[None].expand(n_rows, -1), **extra, **session._skip_logits)
-        finally:
-            for handle in handles:
-                handle.remove()
-    resid = torch.stack(captured, dim=1)  # type: ignore[arg-type]  # [row, layer+1, d_model]
+    resid = got.residual(layers).transpose(0, 1).contiguous()  # [layer+1, row, d_model] -> [row, layer+1, d_model]
     for row, implant in enumerate(implants):
         if implant is not None:
             resid[row, implant[0] + 1] = implant[1].float().cpu()
@@ -217,7 +197,8 @@ def patched_outcomes(session: ModelSession, ids: torch.Tensor, late: int,
 # -- the section -----------------------------------------------------------------------------------------------
 def pair_rows(session: ModelSession, ids: torch.Tensor, resid: torch.Tensor, sat: np.ndarray,
               final: np.ndarray, pair: tuple[int, int], config: InterventionConfig) -> tuple[list[dict], int]:
-    """One pair -> (one row per evaluated offset, number of offsets skipped)."""
+    """One pair -> (one row per evaluated offset, number of offsets skipped). ``sat`` [pos] holds block indices;
+    the rows' layers (e, s_late, implant_layer, new_sat) are residual layers."""
     early, late = pair
     e = int(sat[early])
     valid, skipped = implant_layers(e, session.adapter.n_layers, config.offsets)
@@ -229,8 +210,9 @@ def pair_rows(session: ModelSession, ids: torch.Tensor, resid: torch.Tensor, sat
     rows = []
     for o, s_new, pred in zip(valid, new_sat, new_final):
         unchanged = bool(pred == final[late])
-        rows.append({"early_pos": early, "late_pos": late, "token": token, "e": e, "s_late": int(sat[late]),
-                     "offset": o, "implant_layer": e + o, "new_sat": int(s_new), "prediction_unchanged": unchanged,
+        rows.append({"early_pos": early, "late_pos": late, "token": token, "e": layer_of_block(e),
+                     "s_late": layer_of_block(sat[late]), "offset": o, "implant_layer": layer_of_block(e + o),
+                     "new_sat": layer_of_block(s_new), "prediction_unchanged": unchanged,
                      "success": bool(unchanged and s_new == e + o)})
     return rows, len(skipped)
 
@@ -253,7 +235,6 @@ def offsets_table(pairs: pd.DataFrame, skipped: dict[int, int], offsets: Sequenc
 
 def intervention_texts(n_texts: int, seed: int) -> list[str]:
     """``n_texts`` bundled Wikipedia evaluation paragraphs (seeded), as the other sections draw them."""
-    from core.data import evaluation_texts, sample_texts, wikipedia_paragraphs
 
     if n_texts < 1:
         raise ValueError("Use at least one text.")
@@ -288,6 +269,8 @@ def compute_intervention(session: ModelSession, texts: Sequence[str], seed: int,
     columns = ["text", "early_pos", "late_pos", "token", "e", "s_late", "offset", "implant_layer", "new_sat",
                "prediction_unchanged", "success"]
     pairs = pd.concat(pair_frames, ignore_index=True)[columns] if pair_frames else pd.DataFrame(columns=columns)
-    settings = pd.DataFrame([{"n_layers": n_layers, **asdict(config), "texts": len(texts), "seed": seed}])
+    constants = asdict(config)
+    constants["min_sat_layer"] = layer_of_block(constants.pop("min_sat"))  # the paper's block index as a layer
+    settings = pd.DataFrame([{"n_layers": n_layers, **constants, "texts": len(texts), "seed": seed}])
     return {"pairs": pairs, "offsets": offsets_table(pairs, skipped, config.offsets),
             "texts": pd.DataFrame(text_rows), "config": settings}

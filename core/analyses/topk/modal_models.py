@@ -4,7 +4,8 @@ A :class:`ModalAdapter` names the blocks, the final norm and the "unembedding" (
 on the class token; Whisper: ``proj_out`` on the decoder), so :class:`core.lenses.LogitLens` reads any
 block output of these models exactly as it reads a text model's: ``head(final_norm(resid))``.
 A :class:`ModalModel` bundles model, adapter, preprocessing and labels, and captures the residual
-stream (pre-final-norm, layer 0 = the block input) in one forward pass with hooks that are always removed.
+stream (pre-final-norm, layer 0 = the block input) in one forward pass through the one hook mechanism
+(:mod:`core.model.hooks`: residual sites only, since a ModalAdapter names no modules inside a block).
 
 ``load_modal(kind, None)`` builds a tiny seeded random-init model (a demo that needs no weights);
 ``load_modal(kind, "hub-id-or-folder")`` loads real weights from a local folder or the local Hugging
@@ -14,14 +15,26 @@ Face cache (the hub only when reachable). ``trust_remote_code`` is never enabled
 from __future__ import annotations
 
 import threading
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, ContextManager, Sequence
 
 import torch
 from torch import nn
+from transformers import (
+    AutoConfig,
+    AutoTokenizer,
+    ViTConfig,
+    ViTForImageClassification,
+    WhisperConfig,
+    WhisperFeatureExtractor,
+    WhisperForConditionalGeneration,
+)
+
+from core.cache import weight_fingerprint
+from core.model.hooks import Capture, Captured, Patch, hooked, residual_captures
+from core.model.loading import hub_reachable
 
 KINDS: tuple[str, ...] = ("vit", "whisper")
 TINY_LABEL = "random-init demo: no weights offline"
@@ -109,44 +122,23 @@ class ModalModel:
             return self.tokenizer.decode([int(index)])
         return f"tok{int(index)}"
 
+    def hooks(self, captures: Sequence[Capture] = (), patches: Sequence[Patch] = ()) -> ContextManager[Captured]:
+        """The one hook mechanism (:func:`core.model.hooks.hooked`) on this model, under its lock: residual sites."""
+        return hooked(self.adapter, self.lock, captures, patches)
+
     def trace_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """[batch, 3, H, W] -> [layer+1, batch, d_model]: the class token's residual (pre-final-norm)."""
-        with self._capture(position=0) as states, torch.no_grad():
+        layers = range(self.n_layers + 1)
+        with self.hooks(residual_captures(layers, position=0)) as got:
             self.model(pixel_values=pixel_values.to(self.model.dtype))
-        return torch.stack(states)
+        return got.residual(layers)
 
     def trace_audio(self, features: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """[1, mel, frames] log-mel features, [pos] transcript ids -> [layer+1, pos, d_model] decoder residual."""
-        with self._capture(position=None) as states, torch.no_grad():
+        layers = range(self.n_layers + 1)
+        with self.hooks(residual_captures(layers, row=0)) as got:
             self.model(input_features=features.to(self.model.dtype), decoder_input_ids=ids[None], use_cache=False)
-        return torch.stack([s[0] for s in states])
-
-    @contextmanager
-    def _capture(self, position: int | None) -> Iterator[list[torch.Tensor]]:
-        """Record the input of block 0 and every block's output (at ``position``, or all); hooks removed."""
-        slots: list[torch.Tensor | None] = [None] * (self.n_layers + 1)
-
-        def keep(index: int, hidden: torch.Tensor) -> None:
-            hidden = hidden[0] if isinstance(hidden, (tuple, list)) else hidden  # [batch, pos, d_model]
-            chosen = hidden[:, position] if position is not None else hidden
-            slots[index] = chosen.detach().float().cpu().clone()
-
-        def on_input(_module, args, kwargs):
-            keep(0, args[0] if args else kwargs["hidden_states"])
-
-        with self.lock:
-            handles = [self.adapter.blocks[0].register_forward_pre_hook(on_input, with_kwargs=True)]
-            try:
-                for layer, block in enumerate(self.adapter.blocks):
-                    handles.append(block.register_forward_hook(
-                        lambda _m, _i, out, layer=layer: keep(layer + 1, out)))
-                states: list[torch.Tensor] = []
-                yield states
-                assert all(s is not None for s in slots), "a capture hook did not fire"
-                states.extend(slots)  # type: ignore[arg-type]
-            finally:
-                for handle in handles:
-                    handle.remove()
+        return got.residual(layers)
 
 
 # -- tiny random-init demos ------------------------------------------------------------------------
@@ -162,7 +154,6 @@ def _seeded(build, seed: int) -> nn.Module:
 
 def tiny_vit_config(**overrides: Any):
     """A 12-layer ViT on 32x32 images (8x8 patches) with 20 classes: seconds on a CPU."""
-    from transformers import ViTConfig
 
     kwargs = dict(image_size=TINY_VIT_IMAGE, patch_size=8, num_channels=3, hidden_size=48, num_hidden_layers=12,
                   num_attention_heads=4, intermediate_size=96, num_labels=20, initializer_range=0.1)
@@ -171,7 +162,6 @@ def tiny_vit_config(**overrides: Any):
 
 def tiny_whisper_config(**overrides: Any):
     """A 2-layer encoder / 12-layer decoder Whisper reading 2 s of audio, vocabulary of 512 made-up tokens."""
-    from transformers import WhisperConfig
 
     frames = TINY_WHISPER_CHUNK_S * SAMPLE_RATE // 160  # hop length 160 -> 100 frames per second
     kwargs = dict(vocab_size=TINY_WHISPER_VOCAB, num_mel_bins=80, encoder_layers=2, decoder_layers=12, d_model=48,
@@ -183,8 +173,8 @@ def tiny_whisper_config(**overrides: Any):
 
 
 def tiny_vit(seed: int = 0, **overrides: Any) -> ModalModel:
-    from transformers import ViTForImageClassification
-    from transformers.models.vit.image_processing_pil_vit import ViTImageProcessorPil
+  
+    from transformers.models.vit.image_processing_pil_vit import ViTImageProcessorPil  # needs Pillow: image input only
 
     config = tiny_vit_config(**overrides)
     model = _seeded(lambda: ViTForImageClassification(config), seed)
@@ -194,7 +184,7 @@ def tiny_vit(seed: int = 0, **overrides: Any) -> ModalModel:
 
 
 def tiny_whisper(seed: int = 0, **overrides: Any) -> ModalModel:
-    from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration
+  
 
     config = tiny_whisper_config(**overrides)
     model = _seeded(lambda: WhisperForConditionalGeneration(config), seed)
@@ -207,7 +197,6 @@ def tiny_whisper(seed: int = 0, **overrides: Any) -> ModalModel:
 # -- real weights ---------------------------------------------------------------------------------
 def _from_pretrained(loader, source: str, **kwargs: Any):
     """Local folder or local HF cache first; the hub only when it answers. ValueError otherwise."""
-    from core.model.loading import hub_reachable
 
     path = Path(source).expanduser()
     if source.startswith((".", "/", "~")) and not path.is_dir():
@@ -230,7 +219,6 @@ def _from_pretrained(loader, source: str, **kwargs: Any):
 
 
 def _expect_type(source: str, kind: str) -> None:
-    from transformers import AutoConfig
 
     config = _from_pretrained(AutoConfig, source)
     if getattr(config, "model_type", None) != kind:
@@ -239,10 +227,9 @@ def _expect_type(source: str, kind: str) -> None:
 
 
 def load_vit(source: str) -> ModalModel:
-    from transformers import ViTForImageClassification
-    from transformers.models.vit.image_processing_pil_vit import ViTImageProcessorPil
+  
+    from transformers.models.vit.image_processing_pil_vit import ViTImageProcessorPil  # needs Pillow: image input only
 
-    from core.cache import weight_fingerprint
 
     _expect_type(source, "vit")
     model = _from_pretrained(ViTForImageClassification, source, dtype=torch.float32).eval().requires_grad_(False)
@@ -255,9 +242,8 @@ def load_vit(source: str) -> ModalModel:
 
 
 def load_whisper(source: str) -> ModalModel:
-    from transformers import AutoTokenizer, WhisperFeatureExtractor, WhisperForConditionalGeneration
+  
 
-    from core.cache import weight_fingerprint
 
     _expect_type(source, "whisper")
     model = _from_pretrained(WhisperForConditionalGeneration, source, dtype=torch.float32,

@@ -7,7 +7,8 @@ through the decoder's final layer norm and ``proj_out``, teacher-forced on the t
 encoder reading log-mel features of the audio. The top-k ids per layer then feed the definitions of
 :mod:`core.analyses.topk` unchanged: saturation layers, the 0.85·L filter, rank order, strict Kendall's
 tau with its permutation test, and the task probe (ViT: k tasks, chance 1/k; Whisper: 4 tasks, chance 25 %,
-as in the paper) against the random-feature control.
+as in the paper) against the random-feature control. As there, the arrays are 0-based block indices inside and
+the frames give residual layers (``sat_layer`` 1..L: the class token / position after encoder or decoder layer l).
 
 Inputs: seeded generated images (gradients, shapes, noise) or audio (tones, chirps, noise), plus uploads
 (PNG/JPEG; WAV with a transcript each). The tiny random-init demo has no tokenizer, so its transcripts are
@@ -19,17 +20,28 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import warnings
+import wave
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
-from core.analyses.topk.modal_models import SAMPLE_RATE, ModalModel, load_modal
-from core.analyses.topk.probes import MIN_LAYER_FOR_PROBING, evaluate_probe, probe_dataset, random_feature_control, summarise_probe, task_labels
-from core.analyses.topk.saturation import keep_mask, saturation_layers, slot_match_from_top_ids
-from core.analyses.topk.ordering import permutation_test, rank_order_table, strict_kendall_tau
 from core.analyses.topk.intervention import lens_top_ids
+from core.analyses.topk.modal_models import SAMPLE_RATE, ModalModel, load_modal
+from core.analyses.topk.ordering import permutation_test, rank_order_table, strict_kendall_tau
+from core.analyses.topk.probes import (
+    MIN_LAYER_FOR_PROBING,
+    evaluate_probe,
+    probe_dataset,
+    random_feature_control,
+    summarise_probe,
+    task_labels,
+)
+from core.analyses.topk.saturation import keep_mask, saturation_layers, slot_match_from_top_ids
+from core.cache import cached
+from core.layers import layer_of_block, layers_of_block_array
 from core.progress import Progress, no_progress
 
 WHISPER_TASKS = 4
@@ -92,7 +104,7 @@ def generated_audio(n: int, seed: int, seconds: float) -> list[tuple[str, np.nda
 def decode_image(name: str, data: bytes) -> np.ndarray:
     """PNG/JPEG bytes -> [H, W, 3] uint8; ValueError naming the file when it cannot be read."""
     try:
-        from PIL import Image
+        from PIL import Image  # heavy optional: only image input needs Pillow
     except ImportError as err:  # pragma: no cover - Pillow ships with the requirements
         raise ValueError("Reading images needs Pillow, which is not installed in .venv.") from err
     try:
@@ -113,7 +125,7 @@ def decode_wav(name: str, data: bytes) -> np.ndarray:
     if samples.size == 0:
         raise ValueError(f"{name}: the WAV file holds no samples.")
     if rate != SAMPLE_RATE:
-        from scipy.signal import resample_poly
+        from scipy.signal import resample_poly  # heavy optional: only this statistic needs SciPy
 
         g = math.gcd(int(rate), SAMPLE_RATE)
         samples = resample_poly(samples, SAMPLE_RATE // g, int(rate) // g)
@@ -121,16 +133,13 @@ def decode_wav(name: str, data: bytes) -> np.ndarray:
 
 
 def _read_wav(data: bytes) -> tuple[int, np.ndarray]:
-    import wave
-
     try:
         with wave.open(io.BytesIO(data)) as handle:
             width, channels, rate = handle.getsampwidth(), handle.getnchannels(), handle.getframerate()
             raw = handle.readframes(handle.getnframes())
     except wave.Error:  # not integer PCM (e.g. IEEE float): scipy reads those
-        import warnings
 
-        from scipy.io import wavfile
+        from scipy.io import wavfile  # heavy optional: only this statistic needs SciPy
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -190,7 +199,8 @@ def order_frames(sat: np.ndarray, keep: np.ndarray, n_layers: int, seed: int) ->
     """[pos, k] saturation layers + [pos] filter -> "rank_order" and "kendall" frames."""
     kept = sat[keep]
     taus = strict_kendall_tau(kept, n_layers)
-    actual, permuted, p = permutation_test(kept, n_layers, seed=seed) if len(kept) else (math.nan, np.array([]), math.nan)
+    actual, permuted, p = (permutation_test(kept, n_layers, seed=seed) if len(kept)
+                           else (math.nan, np.array([]), math.nan))
     kendall = pd.DataFrame([{"positions": int(len(kept)), "evaluated": int(np.isfinite(taus).sum()),
                              "mean_tau": actual, "perm_mean": float(np.nanmean(permuted)) if len(permuted) and
                              np.isfinite(permuted).any() else math.nan, "p": p, "n_perm": int(len(permuted))}])
@@ -199,11 +209,12 @@ def order_frames(sat: np.ndarray, keep: np.ndarray, n_layers: int, seed: int) ->
 
 def probe_frame(features: np.ndarray, sat: np.ndarray, keep: np.ndarray, n_layers: int, n_tasks: int,
                 seed: int) -> tuple[pd.DataFrame, list[str]]:
-    """[layer, pos, d] features + [pos, k] saturation -> probe summary (residual vs control, with chance)."""
-    min_layer = min(MIN_LAYER_FOR_PROBING, max(1, n_layers // 3))
+    """[layer, pos, d] features + [pos, k] saturation (block indices) -> probe summary (residual vs control, with
+    chance). The first labelled block index is the paper's 5, or L // 3 (at least 1) for a shallow model."""
+    min_layer = min(MIN_LAYER_FOR_PROBING, max(1, n_layers // 3))  # 0-based block index
     labels = task_labels(sat, n_layers, n_tasks, min_layer=min_layer, keep=keep)
     X, y, _ = probe_dataset(features, labels, n_tasks)
-    notes = [f"probe: {len(y)} balanced examples, {n_tasks} tasks, layers from {min_layer} on"]
+    notes = [f"probe: {len(y)} balanced examples, {n_tasks} tasks, layers from {layer_of_block(min_layer)} on"]
     frames = []
     try:
         for name, data in (("residual", X), ("control", random_feature_control(X, y, seed))):
@@ -219,13 +230,14 @@ def probe_frame(features: np.ndarray, sat: np.ndarray, keep: np.ndarray, n_layer
 
 def saturation_frame(top_ids: np.ndarray, sat: np.ndarray, keep: np.ndarray, input_of: np.ndarray,
                      pos_of: np.ndarray, mm: ModalModel) -> pd.DataFrame:
-    """One row per (position, rank): input, position, rank, id, label, saturation layer, kept."""
+    """One row per (position, rank): input, position, rank, id, label, sat_layer (residual layer 1..L), kept.
+    ``sat`` [pos, k] holds block indices."""
     n_pos, k = sat.shape
     final = top_ids[-1]  # [pos, k]
     return pd.DataFrame({
         "input": np.repeat(input_of, k), "position": np.repeat(pos_of, k), "rank": np.tile(np.arange(1, k + 1), n_pos),
         "id": final.reshape(-1), "label": [mm.class_name(i) for i in final.reshape(-1)],
-        "sat_layer": sat.reshape(-1), "kept": np.repeat(keep, k)})
+        "sat_layer": layers_of_block_array(sat.reshape(-1)), "kept": np.repeat(keep, k)})
 
 
 def paper_tasks(kind: str, k: int) -> int:
@@ -312,7 +324,6 @@ def run_modality_cached(kind: str, model: str | None, n: int, k: int, seed: int,
                         files: tuple[tuple[str, bytes], ...], transcripts: tuple[str, ...],
                         version: str, n_tasks: int | None = None) -> dict[str, pd.DataFrame]:
     """:func:`compute_modality` in the disk cache (model identity, inputs' digest, n, k, seed, version)."""
-    from core.cache import cached
 
     if kind not in ("vit", "whisper"):
         raise ValueError(f"Unknown modality {kind!r}; choose 'vit' or 'whisper'.")

@@ -9,9 +9,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from core.analyses.topk.params import N_PERMUTATIONS
 from core.analyses.topk.saturation import _check_sat, saturation_order
-
-N_PERMUTATIONS = 1000
 
 
 def stars(p: float) -> str:

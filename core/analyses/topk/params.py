@@ -1,23 +1,22 @@
-"""Top-k order: the parameters every section shares, the sections' names and tables."""
+"""Top-k order: the parameters every section shares, the sections' names, tables and defaults.
+
+Torch-free on purpose: the command line takes its defaults, choices and bounds from here and answers bad input
+before torch loads (the analysis modules import these names from here, never the other way round).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.analyses.topk.collect import (
-    DEFAULT_K,
-    DEFAULT_MAX_TOKENS,
-    TextRecord,
-    check_params,
-    collect,
-    topk_texts,
-)
-from core.analyses.topk.ordering import N_PERMUTATIONS
-from core.analyses.topk.saturation import MAX_TOP1_SATURATION_RATIO
-from core.model.session import ModelSession
-from core.progress import Progress, no_progress
+DEFAULT_K = 5  # top-k slots whose saturation layers are measured
+MAX_K = 50
+DEFAULT_MAX_TOKENS = 128  # longer texts are truncated (and counted)
+MIN_MAX_TOKENS = 8
+MAX_TOP1_SATURATION_RATIO = 0.85  # the paper's filter: keep positions with s_0 <= int(0.85 * L)
+N_PERMUTATIONS = 1000  # of the Kendall's tau permutation test
+MAX_FOLDS = 20
 
-SECTION_VERSION = "2"  # of the sections' maths (the per-text records have their own VERSION)
+SECTION_VERSION = "3"  # of the sections' frames (3: residual layers); the per-text records have their own VERSION
 SECTIONS: tuple[str, ...] = ("saturation", "baseline", "probing", "early-exit", "better-lm")
 TABLES: dict[str, tuple[str, ...]] = {
     "saturation": ("summary", "rank_order", "saturation", "tau", "permutation", "histogram"),
@@ -26,6 +25,22 @@ TABLES: dict[str, tuple[str, ...]] = {
     "early-exit": ("points", "summary"),
     "better-lm": ("groups", "test"),
 }
+# The intervention (section 4) and the other modalities (section 7) run through core.analyses.topk.cached_runs;
+# their frames are the ones run_intervention and compute_modality document.
+OTHER_SECTIONS: tuple[str, ...] = ("intervention", "vit", "whisper")
+OTHER_TABLES: dict[str, tuple[str, ...]] = {
+    "intervention": ("offsets", "pairs", "texts", "config"),
+    "vit": ("summary", "rank_order", "kendall", "probe", "saturation", "inputs"),
+    "whisper": ("summary", "rank_order", "kendall", "probe", "saturation", "inputs"),
+}
+
+
+def check_params(k: int, max_tokens: int) -> None:
+    """ValueError unless 2 <= k <= MAX_K and max_tokens >= MIN_MAX_TOKENS (what collecting records needs)."""
+    if not 2 <= k <= MAX_K:
+        raise ValueError(f"k must lie in 2..{MAX_K} (the top-2 is needed for the early-exit and LM sections).")
+    if max_tokens < MIN_MAX_TOKENS:
+        raise ValueError(f"max_tokens must be at least {MIN_MAX_TOKENS}.")
 
 
 @dataclass(frozen=True)
@@ -48,16 +63,9 @@ class TopkParams:
             raise ValueError("Use at least one text (n >= 1, n_eval >= 1).")
         if not 2 <= self.n_tasks <= self.k:
             raise ValueError(f"The number of probing tasks must lie in 2..k (k = {self.k}).")
-        if not 2 <= self.folds <= 20:
-            raise ValueError("folds must lie in 2..20.")
+        if not 2 <= self.folds <= MAX_FOLDS:
+            raise ValueError(f"folds must lie in 2..{MAX_FOLDS}.")
         if not 0.0 < self.ratio <= 1.0:
             raise ValueError(f"The filter ratio must lie in (0, 1]; got {self.ratio}.")
         if self.n_perm < 1:
             raise ValueError("The permutation test needs at least one permutation.")
-
-
-def records_for(session: ModelSession, params: TopkParams, progress: Progress = no_progress,
-                offset: int = 0, n: int | None = None, label: str = "") -> list[TextRecord]:
-    """The collected records of texts ``offset .. offset+n`` (default: the first params.n)."""
-    texts = topk_texts(params.n if n is None else n, params.seed, offset)
-    return collect(session, texts, params.k, params.max_tokens, progress, label)

@@ -93,7 +93,7 @@ class Probe:
     @classmethod
     def fit(cls, X: np.ndarray, y: np.ndarray, meta: dict | None = None) -> "Probe":
         """X [row, d], y [row] -> a fitted probe (lbfgs, C = 1, max_iter = 1000, one-vs-rest)."""
-        from sklearn.linear_model import LogisticRegression
+        from sklearn.linear_model import LogisticRegression  # heavy optional: only the probe sections need scikit-learn
         from sklearn.multiclass import OneVsRestClassifier
         from sklearn.preprocessing import StandardScaler
 
@@ -168,7 +168,7 @@ def random_feature_control(X: np.ndarray, y: np.ndarray, seed: int = 0) -> np.nd
 def evaluate_probe(X: np.ndarray, y: np.ndarray, n_tasks: int, folds: int = 5, seed: int = 0) -> pd.DataFrame:
     """X [row, d], y [row] -> tidy per-fold metrics: fold, task (-1 = all tasks), metric
     (balanced_accuracy | accuracy | auc), value. Shuffled, seeded k-fold."""
-    from sklearn.model_selection import KFold
+    from sklearn.model_selection import KFold  # heavy optional: only the probe sections need scikit-learn
 
     if len(y) < folds * 2 or len(np.unique(y)) < 2:
         raise ValueError(f"Too few labelled examples to probe ({len(y)} rows, {len(np.unique(y))} tasks): "
@@ -184,6 +184,7 @@ def evaluate_probe(X: np.ndarray, y: np.ndarray, n_tasks: int, folds: int = 5, s
 def _fold_metrics(X: np.ndarray, y: np.ndarray, n_tasks: int, fold: int, train: np.ndarray,
                   test: np.ndarray) -> list[dict]:
     """One fold: fit on ``train`` rows, score on ``test`` rows -> metric rows."""
+    # heavy optional: only the probe sections need scikit-learn
     from sklearn.metrics import balanced_accuracy_score, confusion_matrix, roc_auc_score
 
     if len(np.unique(y[train])) < 2:

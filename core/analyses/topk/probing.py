@@ -5,6 +5,9 @@ Labels come from each position's saturation layers (:func:`core.analyses.topk.ta
 read by re-tracing the text. Per layer the tasks are balanced; the pooled probe (standardise + one-vs-rest
 logistic regression, k-fold balanced accuracy, per-task accuracy and AUC) is compared with the reference's
 random-feature control and with chance; a per-layer probe shows where the task is decodable.
+
+Cells are addressed by 0-based block index inside (labels, features, the probe's first layer 5, as in the paper);
+the frames and the saved probe's metadata give residual layers (layer = block index + 1, :mod:`core.layers`).
 """
 
 from __future__ import annotations
@@ -15,11 +18,23 @@ import numpy as np
 import pandas as pd
 import torch
 
-from core.analyses.topk.probes import MIN_LAYER_FOR_PROBING, Probe, balanced_cells, evaluate_probe, random_feature_control, summarise_probe, task_labels
+from core.analyses.topk.collect import TextRecord, records_for
+from core.analyses.topk.params import SECTION_VERSION
+from core.analyses.topk.probes import (
+    MIN_LAYER_FOR_PROBING,
+    Probe,
+    balanced_cells,
+    evaluate_probe,
+    random_feature_control,
+    summarise_probe,
+    task_labels,
+)
 from core.analyses.topk.saturation import keep_mask, saturation_layers, slot_match_from_top_ids
-from core.analyses.topk.collect import TextRecord
-from core.progress import Progress, no_progress
+from core.cache import stable_key
+from core.layers import layer_of_block, layers_of_block_array
 from core.model.session import ModelSession
+from core.paths import cache_dir
+from core.progress import Progress, no_progress
 
 MAX_PER_CLASS = 200  # per layer and task: bounds the pooled probe's size (and fitting time)
 CONTROL = "random-feature control"
@@ -35,8 +50,8 @@ def text_labels(record: TextRecord, n_tasks: int, ratio: float, min_layer: int =
 
 def probe_data(session: ModelSession, records: list[TextRecord], n_tasks: int, ratio: float,
                progress: Progress = no_progress) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """-> (X [row, d_model] float32, y [row], layer_of_row [row]): balanced cells over all texts, features
-    read at the cell's original (text, position) from a fresh trace."""
+    """-> (X [row, d_model] float32, y [row], layer_of_row [row] 0-based block index): balanced cells over all
+    texts, features read at the cell's original (text, position) from a fresh trace."""
     labels = [text_labels(r, n_tasks, ratio) for r in records]
     offsets = np.cumsum([0] + [lab.shape[1] for lab in labels])
     cells = balanced_cells(np.concatenate(labels, axis=1), n_tasks, max_per_class=MAX_PER_CLASS)
@@ -65,7 +80,8 @@ def _chance_rows(n_tasks: int) -> pd.DataFrame:
 
 def per_layer_frame(X: np.ndarray, y: np.ndarray, layer_of_row: np.ndarray, n_tasks: int, folds: int,
                     seed: int, control: np.ndarray) -> pd.DataFrame:
-    """One probe per layer (same folds) -> layer, source, mean, sem, rows (balanced accuracy)."""
+    """One probe per layer (same folds) -> layer (residual layer), source, mean, sem, rows (balanced accuracy).
+    ``layer_of_row`` [row] holds 0-based block indices."""
     rows = []
     for layer in np.unique(layer_of_row):
         at = layer_of_row == layer
@@ -75,7 +91,7 @@ def per_layer_frame(X: np.ndarray, y: np.ndarray, layer_of_row: np.ndarray, n_ta
             except ValueError:
                 continue
             summary = summarise_probe(folds_frame).query("metric == 'balanced_accuracy'")
-            rows.append({"layer": int(layer), "source": source, "mean": float(summary["mean"].iloc[0]),
+            rows.append({"layer": layer_of_block(layer), "source": source, "mean": float(summary["mean"].iloc[0]),
                          "sem": float(summary["sem"].iloc[0]), "rows": int(at.sum())})
     return pd.DataFrame(rows, columns=["layer", "source", "mean", "sem", "rows"])
 
@@ -93,7 +109,7 @@ def probing_frames(session: ModelSession, records: list[TextRecord], params, pro
     summary = pd.concat([summarise_probe(pooled).assign(source="probe"),
                          summarise_probe(ctrl).assign(source=CONTROL),
                          _chance_rows(params.n_tasks)], ignore_index=True)
-    dataset = pd.DataFrame({"layer": layer_of_row, "task": y}).groupby(["layer", "task"]).size()
+    dataset = pd.DataFrame({"layer": layers_of_block_array(layer_of_row), "task": y}).groupby(["layer", "task"]).size()
     out = {"summary": summary, "folds": pd.concat([pooled, ctrl], ignore_index=True),
            "dataset": dataset.rename("rows").reset_index()}
     if per_layer:
@@ -105,8 +121,6 @@ def probing_frames(session: ModelSession, records: list[TextRecord], params, pro
 
 def probing_section(session: ModelSession, params, progress: Progress = no_progress) -> dict[str, pd.DataFrame]:
     """Section 3 on the first ``params.n`` texts."""
-    from core.analyses.topk.params import records_for
-
     records = records_for(session, params, lambda f, m: progress(0.4 * f, m))
     frames = probing_frames(session, records, params, lambda f, m: progress(0.4 + 0.6 * f, m))
     return {name: frames[name] for name in ("summary", "per_layer", "folds", "dataset")}
@@ -114,10 +128,6 @@ def probing_section(session: ModelSession, params, progress: Progress = no_progr
 
 def probe_path(session: ModelSession, params) -> Path:
     """Where the exit probe of this model + probing setup is stored (cache/probes/<digest>.npz + .json)."""
-    from core.cache import stable_key
-    from core.paths import cache_dir
-
-    from core.analyses.topk.params import SECTION_VERSION
 
     key = stable_key("topk-probe", model=session.identity(), n=params.n, seed=params.seed, k=params.k,
                      max_tokens=params.max_tokens, ratio=params.ratio, n_tasks=params.n_tasks,
@@ -127,17 +137,19 @@ def probe_path(session: ModelSession, params) -> Path:
 
 def trained_probe(session: ModelSession, params, progress: Progress = no_progress) -> Probe:
     """The task probe fitted on ALL balanced examples of the first ``params.n`` texts, saved as npz + JSON
-    under cache/probes (read back without pickle)."""
-    from core.analyses.topk.params import records_for
-
+    under cache/probes (read back without pickle). Its metadata names residual layers: ``layers`` it was
+    trained on and ``min_layer``, the first of them it is applied to (the paper's block index 5 -> layer 6)."""
     path = probe_path(session, params)
     if path.is_file():
         return Probe.load(path)
     records = records_for(session, params, lambda f, m: progress(0.5 * f, m), label="probe texts: ")
-    X, y, layer_of_row = probe_data(session, records, params.n_tasks, params.ratio, lambda f, m: progress(0.5 + 0.4 * f, m))
+    X, y, layer_of_row = probe_data(session, records, params.n_tasks, params.ratio,
+                                    lambda f, m: progress(0.5 + 0.4 * f, m))  # layer_of_row: block indices
     progress(0.9, f"fitting the exit probe on {len(y)} examples…")
+    layers = sorted(set(layers_of_block_array(layer_of_row).tolist()))
     probe = Probe.fit(X, y, meta={"model": session.identity(), "n_texts": params.n, "seed": params.seed,
-                                  "n_tasks": params.n_tasks, "min_layer": MIN_LAYER_FOR_PROBING,
-                                  "rows": int(len(y)), "layers": sorted(set(layer_of_row.tolist()))})
+                                  "n_tasks": params.n_tasks, "min_layer": layer_of_block(MIN_LAYER_FOR_PROBING),
+                                  "rows": int(len(y)), "layers": layers,
+                                  "layer_convention": "residual layer l = the stream after block l (1-based)"})
     probe.save(path)
     return probe

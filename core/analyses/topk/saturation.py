@@ -1,10 +1,18 @@
-"""Top-k order: saturation layers of the top-k slots and the 0.85 L filter (Lioubashevski et al.)."""
+"""Top-k order: saturation layers of the top-k slots and the 0.85 L filter (Lioubashevski et al.).
+
+Layer numbering. The arrays in this package are indexed like the hooks and the paper: a [layer, ...] stack holds
+the lens at block index b = 0..L-1 (the output of block b+1), and a saturation layer s is such an index (the
+paper's definitions and thresholds, e.g. s_0 <= int(0.85·L), are stated on it, so the maths here stays literally
+the paper's). Every frame that leaves :mod:`core.analyses.topk` speaks residual layers instead (layer l = the
+stream after block l, 1..L; :mod:`core.layers`): the frame builders convert with
+:func:`core.layers.layers_of_block_array` / :func:`core.layers.layer_of_block`, s -> s + 1, and nowhere else.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-MAX_TOP1_SATURATION_RATIO = 0.85
+from core.analyses.topk.params import MAX_TOP1_SATURATION_RATIO
 
 
 # -- saturation ---------------------------------------------------------------------------------------------

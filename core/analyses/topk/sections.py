@@ -1,4 +1,5 @@
-"""Top-k order page, text sections: saturation + ordering, the random-init baseline, and the cached run of a section by name."""
+"""Top-k order page, text sections: saturation + ordering, the random-init baseline, and the cached run of a
+section by name."""
 
 from __future__ import annotations
 
@@ -8,14 +9,15 @@ import math
 import numpy as np
 import pandas as pd
 
-from core.analyses.topk.collect import (
-    TextRecord,
-    pooled_saturation,
-    text_counts,
-)
+from core.analyses.sections import SectionRegistry
+from core.analyses.topk.collect import TextRecord, pooled_saturation, records_for, text_counts
+from core.analyses.topk.early_exit import better_lm_section, early_exit_section
 from core.analyses.topk.ordering import permutation_test, rank_order_table, strict_kendall_tau
-from core.analyses.topk.params import SECTION_VERSION, SECTIONS, TABLES, TopkParams, records_for
+from core.analyses.topk.params import SECTION_VERSION, TABLES, TopkParams
+from core.analyses.topk.probing import probing_frames, probing_section
 from core.analyses.topk.saturation import keep_mask
+from core.layers import layer_of_block, layers_of_block_array
+from core.model.loading import ModelSpec
 from core.model.session import ModelSession
 from core.progress import Progress, no_progress
 
@@ -24,9 +26,13 @@ log = logging.getLogger(__name__)
 
 # -- saturation and ordering --------------------------------------------------------------------------------
 def ordering_frames(records: list[TextRecord], params: TopkParams, model: str) -> dict[str, pd.DataFrame]:
-    """Saturation, filter, rank order, strict tau and its permutation test over the records' positions."""
+    """Saturation, filter, rank order, strict tau and its permutation test over the records' positions.
+
+    The maths runs on 0-based block indices (the paper's); the frames carry residual layers: saturation_layer
+    (1 = held after every block, L = settled only at the output) and max_top1_layer, the filter's bound
+    int(ratio·L) (a 0-based block index in the paper) as a residual layer, int(ratio·L) + 1."""
     n_layers = records[0].n_layers
-    sat, index = pooled_saturation(records)  # [pos, k]
+    sat, index = pooled_saturation(records)  # [pos, k] block indices
     keep = keep_mask(sat, n_layers, params.ratio)
     kept = sat[keep]
     taus = strict_kendall_tau(kept, n_layers) if len(kept) else np.array([])
@@ -34,10 +40,10 @@ def ordering_frames(records: list[TextRecord], params: TopkParams, model: str) -
                            else (math.nan, np.array([]), math.nan))
     long = index.loc[np.repeat(np.arange(len(index)), params.k)].reset_index(drop=True)
     long = long.assign(model=model, rank=np.tile(np.arange(1, params.k + 1), len(index)),
-                       saturation_layer=sat.ravel(), kept=np.repeat(keep, params.k))
+                       saturation_layer=layers_of_block_array(sat.ravel()), kept=np.repeat(keep, params.k))
     summary = {"model": model, "layers": n_layers, **text_counts(records), "positions": int(len(sat)),
                "kept": int(keep.sum()), "fraction_kept": float(keep.mean()) if len(keep) else math.nan,
-               "max_top1_layer": int(params.ratio * n_layers), "mean_tau": actual,
+               "max_top1_layer": layer_of_block(int(params.ratio * n_layers)), "mean_tau": actual,
                "tau_positions": int(np.isfinite(taus).sum()),
                "mean_tau_nan_as_zero": float(np.nan_to_num(taus).mean()) if len(taus) else math.nan,
                "perm_mean_tau": float(np.mean(permuted)) if len(permuted) else math.nan,
@@ -54,11 +60,12 @@ def ordering_frames(records: list[TextRecord], params: TopkParams, model: str) -
 
 
 def saturation_histogram(long: pd.DataFrame, n_layers: int, model: str) -> pd.DataFrame:
-    """Share of positions (all, before the filter) whose rank-r token saturates at each layer."""
+    """Share of positions (all, before the filter) whose rank-r token saturates at each (residual) layer;
+    relative_depth = layer / L."""
     counts = long.groupby(["rank", "saturation_layer"]).size().rename("count").reset_index()
     totals = long.groupby("rank").size()
     counts["share"] = counts["count"] / counts["rank"].map(totals)
-    counts["relative_depth"] = (counts.saturation_layer + 1) / n_layers
+    counts["relative_depth"] = counts.saturation_layer / n_layers  # residual layer l = block index + 1
     return counts.assign(model=model)
 
 
@@ -72,7 +79,6 @@ def saturation_section(session: ModelSession, params: TopkParams,
 # -- the random-init twin -----------------------------------------------------------------------------------
 def twin_session(session: ModelSession) -> ModelSession:
     """The untrained twin of ``session``'s model (ModelSpec ``random:<spec>``), loaded offline."""
-    from core.model.loading import ModelSpec
 
     if session.spec.random_init:
         raise ValueError("This model is already a random-init twin: pick the trained model to compare.")
@@ -82,7 +88,6 @@ def twin_session(session: ModelSession) -> ModelSession:
 def baseline_section(session: ModelSession, params: TopkParams, progress: Progress = no_progress,
                      twin: ModelSession | None = None) -> dict[str, pd.DataFrame]:
     """Section 2: the same ordering analyses and pooled probe on the model and on its random-init twin."""
-    from core.analyses.topk.probing import probing_frames
 
     twin = twin or twin_session(session)
     out: dict[str, list[pd.DataFrame]] = {name: [] for name in TABLES["baseline"]}
@@ -106,37 +111,22 @@ def _sub_progress(progress: Progress, start: float, span: float) -> Progress:
     return lambda fraction, message: progress(start + span * fraction, message)
 
 
-# -- dispatch + cache ---------------------------------------------------------------------------------------
+# -- the registry + cache ----------------------------------------------------------------------------------
+# Each section: (session, params, progress) -> its named frames (core.analyses.topk.params.TABLES).
+REGISTRY = SectionRegistry.declare("top-k", "topk-section", TABLES, {
+    "saturation": saturation_section, "baseline": baseline_section, "probing": probing_section,
+    "early-exit": early_exit_section, "better-lm": better_lm_section}, version=SECTION_VERSION)
+
+
 def compute_section(session: ModelSession, section: str, params: TopkParams,
                     progress: Progress = no_progress) -> dict[str, pd.DataFrame]:
     """One section -> its named frames (see :data:`TABLES`)."""
-    if section == "saturation":
-        return saturation_section(session, params, progress)
-    if section == "baseline":
-        return baseline_section(session, params, progress)
-    if section == "probing":
-        from core.analyses.topk.probing import probing_section
-
-        return probing_section(session, params, progress)
-    if section == "early-exit":
-        from core.analyses.topk.early_exit import early_exit_section
-
-        return early_exit_section(session, params, progress)
-    if section == "better-lm":
-        from core.analyses.topk.early_exit import better_lm_section
-
-        return better_lm_section(session, params, progress)
-    raise ValueError(f"Unknown top-k section {section!r}; choose from {', '.join(SECTIONS)}.")
+    return REGISTRY.compute(section, session, params, progress)
 
 
 def run_section(session: ModelSession, section: str, params: TopkParams,
                 progress: Progress = no_progress) -> dict[str, pd.DataFrame]:
-    """:func:`compute_section`, stored in the disk cache (model identity, section, every parameter)."""
-    from core.cache import cached
-
-    if section not in SECTIONS:
-        raise ValueError(f"Unknown top-k section {section!r}; choose from {', '.join(SECTIONS)}.")
+    """:func:`compute_section`, stored in the disk cache (model identity, section, every parameter, version)."""
+    REGISTRY.get(section)  # an unknown section fails before the parameters are checked
     params.check()
-    return cached("topk-section", lambda: compute_section(session, section, params, progress),
-                  model=session.identity(), section=section, params=params.__dict__,
-                  version=SECTION_VERSION)
+    return REGISTRY.run(section, {"model": session.identity(), "params": params.__dict__}, session, params, progress)

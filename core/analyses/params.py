@@ -1,0 +1,27 @@
+"""Defaults of the one-file analyses: the lens table (core.analyses.lens) and next-token extraction
+(core.analyses.extraction).
+
+Torch-free: the command line takes its defaults and bounds from here before torch loads; the analyses import
+these names from here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from core.lenses.registry import NAMES as LENS_NAMES
+
+DEFAULT_TOP_K = 10  # lens table: top tokens per (layer, position) cell
+MAX_TOP_K = 100
+MAX_TEXTS = 100_000  # extraction: parse_user_texts keeps at most this many
+
+
+@dataclass(frozen=True)
+class ExtractionParams:
+    """One extraction run: ``n`` texts (one random position each, drawn with ``seed``) of ``corpus``, read by
+    each lens of ``methods`` (every registered lens by default)."""
+
+    n: int = 200
+    seed: int = 0
+    corpus: str = "wikipedia"
+    methods: tuple[str, ...] = LENS_NAMES

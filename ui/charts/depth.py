@@ -1,0 +1,79 @@
+"""Altair builders of the Depth page (no Streamlit calls): each takes a section's tidy frame, returns a chart."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import altair as alt
+import pandas as pd
+
+BUCKETS = ["Top-10", "Top-100", "Top-1000", "Rest"]  # frequency buckets, most frequent first
+
+
+def curves_chart(curves: pd.DataFrame, title: str) -> alt.Chart:
+    """Curves (group, k, mean_layer, std_layer, n) -> mean earliest layer with rank <= k (x) against k (y, log),
+    one line per group (the paper's axes)."""
+    return alt.Chart(curves.dropna(subset=["mean_layer"])).mark_line(point=alt.OverlayMarkDef(size=12)).encode(
+        x=alt.X("mean_layer:Q", title="mean earliest layer with rank ≤ k (0 = embeddings)"),
+        y=alt.Y("k:Q", scale=alt.Scale(type="log"), title="k"),
+        color=alt.Color("group:N", title=title), order="k:Q",
+        tooltip=["group", "k", alt.Tooltip("mean_layer:Q", format=".2f"), alt.Tooltip("std_layer:Q", format=".2f"),
+                 "n"],
+    ).properties(width=560, height=320)
+
+
+def options_chart(summary: pd.DataFrame) -> alt.Chart:
+    """Option summary (task, example, identify_rel, decision_rel) -> box plots of the two relative depths."""
+    data = summary.melt(id_vars=["task", "example"], value_vars=["identify_rel", "decision_rel"],
+                        var_name="measure", value_name="relative_depth").dropna()
+    data["measure"] = data.measure.map({"identify_rel": "options identified", "decision_rel": "decision settled"})
+    return alt.Chart(data).mark_boxplot(extent="min-max").encode(
+        x=alt.X("relative_depth:Q", scale=alt.Scale(domain=[0, 1]), title="relative depth (layer / L)"),
+        y=alt.Y("measure:N", title=None, axis=alt.Axis(labelLimit=200)), color=alt.Color("task:N"),
+        yOffset="task:N",
+    ).properties(width=560, height=200)
+
+
+def option_probability_chart(rows: pd.DataFrame) -> alt.FacetChart:
+    """Option rows (task, option, layer, prob, rank) -> mean probability of each option across layers, one panel
+    per task."""
+    mean = rows.groupby(["task", "option", "layer"], as_index=False).agg(prob=("prob", "mean"),
+                                                                         rank=("rank", "median"))
+    return alt.Chart(mean).mark_line(point=True).encode(
+        x=alt.X("layer:Q", title="layer (0 = embeddings)"), y=alt.Y("prob:Q", title="mean probability"),
+        color=alt.Color("option:N"), tooltip=["task", "option", "layer", alt.Tooltip("prob:Q", format=".3f"),
+                                               alt.Tooltip("rank:Q", title="median rank")],
+    ).properties(width=300, height=220).facet(column=alt.Column("task:N", title=None))
+
+
+def shares_chart(shares: pd.DataFrame) -> alt.Chart:
+    """Shares (column, bucket, share, count) -> stacked bars: which frequency bucket each layer's top-1 is in."""
+    order = list(dict.fromkeys(shares.column))
+    return alt.Chart(shares).mark_bar().encode(
+        x=alt.X("column:N", sort=order, title="layer of the top-1 (final = the model's prediction)"),
+        y=alt.Y("share:Q", stack="normalize", title="share of examples"),
+        color=alt.Color("bucket:N", sort=BUCKETS, title="frequency bucket"),
+        tooltip=["column", "bucket", alt.Tooltip("share:Q", format=".0%"), "count"],
+    ).properties(width=620, height=280)
+
+
+def flips_chart(flips: pd.DataFrame) -> alt.Chart:
+    """Flips (layer, bucket, flip_rate, n) -> per bucket, how often a layer's top-1 differs from the final one."""
+    return alt.Chart(flips).mark_line(point=True).encode(
+        x=alt.X("layer:Q", title="layer (0 = embeddings)"),
+        y=alt.Y("flip_rate:Q", scale=alt.Scale(domain=[0, 1]), title="flip rate (top-1 ≠ final)"),
+        color=alt.Color("bucket:N", sort=BUCKETS),
+        tooltip=["layer", "bucket", alt.Tooltip("flip_rate:Q", format=".0%"), "n"],
+    ).properties(width=620, height=260)
+
+
+ChartBuilder = Callable[[dict[str, pd.DataFrame]], alt.TopLevelMixin]
+
+# section -> the figures it draws: (the table a figure is drawn from and downloaded as, its builder)
+FIGURES: dict[str, list[tuple[str, ChartBuilder]]] = {
+    "pos": [("curves", lambda f: curves_chart(f["curves"], "tag"))],
+    "facts": [("curves", lambda f: curves_chart(f["curves"], "answer token"))],
+    "options": [("summary", lambda f: options_chart(f["summary"])),
+                ("rows", lambda f: option_probability_chart(f["rows"]))],
+    "frequency": [("shares", lambda f: shares_chart(f["shares"])), ("flips", lambda f: flips_chart(f["flips"]))],
+}
