@@ -17,6 +17,7 @@ import streamlit as st
 
 from core.analyses.attention_mlp.heads import RULES, head_label, head_summary, ks_tests
 from core.analyses.attention_mlp.neurons import check_blocks, default_blocks
+from core.analyses.attention_mlp.params import DEFAULT_CORPUS, DEFAULT_PER_LAYER, DEFAULT_TOP_PROMPTS, DEFAULT_WINDOW
 from core.analyses.attention_mlp.pipeline import (
     MIN_PROMPTS,
     HeadParams,
@@ -134,18 +135,18 @@ def settings(session: ModelSession) -> Settings | None:
                        "Blocks (1-based: block l writes layer l)",
                        help="The paper uses the last blocks: GPT-2 small's 0-based layers 9-11 of 12, blocks 10-12 "
                             f"here; by default the last {len(defaults)}.")
-    per_layer = int(bound(c2.number_input, "amlp_per_layer", 20, "Neurons per block", parse=int,
+    per_layer = int(bound(c2.number_input, "amlp_per_layer", DEFAULT_PER_LAYER, "Neurons per block", parse=int,
                           min_value=1, max_value=200))
-    corpus = bound(c3.selectbox, "amlp_corpus", "wikipedia", "Corpus", options=list(CORPORA) + [UPLOAD],
+    corpus = bound(c3.selectbox, "amlp_corpus", DEFAULT_CORPUS, "Corpus", options=list(CORPORA) + [UPLOAD],
                    format_func=lambda c: CORPORA.get(c, c))
     n_texts = int(bound(c4.number_input, "amlp_n_texts", 100, "Texts scanned", parse=int, min_value=1,
                         max_value=5000, step=10))
     with st.expander("More settings"):
         d1, d2, d3, d4 = st.columns(4)
-        window = int(bound(d1.number_input, "amlp_window", 128, "Window (tokens)", parse=int, min_value=8,
+        window = int(bound(d1.number_input, "amlp_window", DEFAULT_WINDOW, "Window (tokens)", parse=int, min_value=8,
                            max_value=1024))
-        top = int(bound(d2.number_input, "amlp_top", 20, "Prompts per neuron", parse=int, min_value=MIN_PROMPTS,
-                        max_value=100))
+        top = int(bound(d2.number_input, "amlp_top", DEFAULT_TOP_PROMPTS, "Prompts per neuron", parse=int,
+                        min_value=MIN_PROMPTS, max_value=100))
         control = bool(bound(d3.toggle, "amlp_control", False, "Random neurons (control)",
                              parse=lambda v: v == "True"))
         own = bool(bound(d4.toggle, "amlp_own", False, "Count the neuron's own block's heads",

@@ -8,6 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from core.analyses.lens import LensResult, compare_frames, first_layer_reaching, settling_layer
+from core.analyses.params import DEFAULT_TOP_K, MAX_TOP_K
 from core.lenses.registry import LEARNED  # the lenses that need training first
 from ui import cached
 from ui.charts import lens as charts
@@ -93,7 +94,7 @@ def options(n_layers: int) -> LensOptions:
     c1, c2, c3, c4 = st.columns([1.3, 0.8, 1.6, 0.9])
     metric = bound(c1.selectbox, "color", "top-1 probability", "Colour cells by",
                    options=list(charts.HEATMAP_METRICS))
-    top_k = bound(c2.number_input, "top_k", 10, "Top-k", parse=int, min_value=1, max_value=100, step=1)
+    top_k = bound(c2.number_input, "top_k", DEFAULT_TOP_K, "Top-k", parse=int, min_value=1, max_value=MAX_TOP_K, step=1)
     targets = url_list("target", [])
     if "w_targets" not in st.session_state:
         st.session_state["w_targets"] = "\n".join(targets)

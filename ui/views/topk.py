@@ -13,7 +13,7 @@ import pandas as pd
 import streamlit as st
 
 from core.analyses.topk.collect import collect_text, slot_view, topk_texts
-from core.analyses.topk.params import TopkParams
+from core.analyses.topk.params import MIN_MAX_TOKENS, TopkParams
 from core.analyses.topk.probes import MIN_LAYER_FOR_PROBING
 from core.analyses.topk.probing import probe_path
 from core.analyses.topk.sections import run_section
@@ -40,17 +40,20 @@ PAGE_CAPTION = (
 
 def controls() -> TopkParams:
     """Sample-size and definition controls, bound to the URL."""
+    d = TopkParams()  # the defaults live in core.analyses.topk.params (the CLI reads the same ones)
     c = st.columns(7)
-    n = bound(c[0].number_input, "topk_n", 40, "Texts", parse=int, min_value=1, max_value=2000,
+    n = bound(c[0].number_input, "topk_n", d.n, "Texts", parse=int, min_value=1, max_value=2000,
               help="Bundled Wikipedia evaluation paragraphs (probing / early exit: the probe's training texts).")
-    k = bound(c[1].number_input, "topk_k", 5, "k (top tokens)", parse=int, min_value=2, max_value=20)
-    seed = bound(c[2].number_input, "topk_seed", 0, "Seed", parse=int, min_value=0, max_value=2**31 - 1)
-    max_tokens = bound(c[3].number_input, "topk_max_tokens", 128, "Max tokens per text", parse=int,
-                       min_value=8, max_value=2048, help="Longer texts are truncated; the count is reported.")
-    tasks = bound(c[4].number_input, "topk_tasks", 4, "Probing tasks", parse=int, min_value=2, max_value=20)
-    n_eval = bound(c[5].number_input, "topk_eval", 20, "Early-exit texts", parse=int, min_value=1,
+    k = bound(c[1].number_input, "topk_k", d.k, "k (top tokens)", parse=int, min_value=2, max_value=20)
+    seed = bound(c[2].number_input, "topk_seed", d.seed, "Seed", parse=int, min_value=0, max_value=2**31 - 1)
+    max_tokens = bound(c[3].number_input, "topk_max_tokens", d.max_tokens, "Max tokens per text", parse=int,
+                       min_value=MIN_MAX_TOKENS, max_value=2048,
+                       help="Longer texts are truncated; the count is reported.")
+    tasks = bound(c[4].number_input, "topk_tasks", d.n_tasks, "Probing tasks", parse=int, min_value=2, max_value=20)
+    n_eval = bound(c[5].number_input, "topk_eval", d.n_eval, "Early-exit texts", parse=int, min_value=1,
                    max_value=2000, help="Evaluation texts, disjoint from the probe's training texts.")
-    n_perm = bound(c[6].number_input, "topk_perm", 1000, "Permutations", parse=int, min_value=10, max_value=100_000)
+    n_perm = bound(c[6].number_input, "topk_perm", d.n_perm, "Permutations", parse=int, min_value=10,
+                   max_value=100_000)
     return TopkParams(n=int(n), k=int(k), seed=int(seed), max_tokens=int(max_tokens), n_tasks=int(min(tasks, k)),
                       n_eval=int(n_eval), n_perm=int(n_perm))
 
