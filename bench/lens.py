@@ -13,7 +13,11 @@ timed tuned-lens run ranks the next token; ``core.lenses.stats.lens_stats`` take
 (or None: the final layer's top-1), so Layerscope ranks the final top-1. The work is the same; the
 agreement check compares ranks with tuned-lens's targets set to the final top-1.
 
-    .venv/bin/python bench/lens.py [--tokens 256] [--long-tokens 2048] [--skip-tuned-lens]
+Precision: the same run times Layerscope's trace + statistics on the bundled model in bfloat16 against
+float32 (one process, both warmed up) and reports the logit lens's top-1 agreement over all layers x positions,
+a bfloat16 top-1 within :data:`BF16_TIE` of the float32 row's best logit counted as a tie.
+
+    .venv/bin/python bench/lens.py [--tokens 256] [--long-tokens 2048] [--precision-tokens 256] [--skip-tuned-lens]
 
 Progress goes to stderr; stdout's last line holds every figure.
 """
@@ -43,6 +47,8 @@ REL_FLOOR = 1e-2  # relative errors are reported where |value| >= this (near 0 o
 RANK_TIE = 1e-4  # log-probs this close count as tied: two computations of the same logits (another product
 # shape or kernel) differ by ~2e-6 of |logit| <= ~30 here, so 1e-4 leaves a margin; ranks are compared only
 # where no other token lies within RANK_TIE of the target, and the near-tied cells are counted and reported
+BF16_TIE = 1e-2  # of each row's largest |logit|: bfloat16 keeps 8 significant bits (a rounding of up to 0.2% per
+# operation, adding up over 30 blocks), so float32 logits closer than this are ties for a bfloat16 run
 log = logging.getLogger("bench.lens")
 
 
@@ -75,7 +81,7 @@ def wiki_ids(tokenizer: Any, n_tokens: int) -> list[int]:
     raise ValueError(f"No bundled Wikipedia article has {n_tokens} tokens.")
 
 
-def _session() -> Any:
+def _session(dtype: str = "float32") -> Any:
     import torch  # in the measuring child process only, so each peak-memory figure is its own
 
     # in the measuring child process only, so each peak-memory figure is its own
@@ -87,7 +93,37 @@ def _session() -> Any:
 
     hf_logging.disable_progress_bar()
     torch.manual_seed(0)
-    return ModelSession.load(ModelSpec())
+    return ModelSession.load(ModelSpec(dtype=dtype))
+
+
+def precision(n_tokens: int) -> dict[str, Any]:
+    """bfloat16 vs float32 on ``n_tokens`` tokens: time of trace + statistics (each warmed up on 16 tokens
+    first) and the logit lens's top-1 agreement over every layer x position (exact, and up to near-ties)."""
+    import torch  # in the measuring child process only, so each peak-memory figure is its own
+
+    # in the measuring child process only, so each peak-memory figure is its own
+    from core.lenses.stats import output_logits
+
+    sessions = {dtype: _session(dtype) for dtype in ("float32", "bfloat16")}
+    ids = wiki_ids(sessions["float32"].tokenizer, n_tokens)
+    seconds, results = {}, {}
+    for dtype, session in sessions.items():
+        layerscope_stats(session, ids[:16])  # warm-up: first-call allocations and kernel choice
+        start = time.perf_counter()
+        results[dtype] = layerscope_stats(session, ids)
+        seconds[dtype] = time.perf_counter() - start
+    ref_trace = sessions["float32"].trace(torch.tensor(ids))
+    top1 = results["bfloat16"].top_ids[..., 0]  # [layer, pos]
+    exact = int((top1 == results["float32"].top_ids[..., 0]).sum())
+    tied = 0
+    for layer in range(top1.shape[0]):  # one layer at a time: [pos, vocab] float32 logits
+        logits = output_logits(sessions["float32"].adapter, ref_trace.resid[layer]).double()
+        best = logits.amax(-1)
+        chosen = logits.gather(-1, torch.as_tensor(top1[layer])[:, None])[:, 0]
+        tied += int((best - chosen <= BF16_TIE * logits.abs().amax(-1)).sum())
+    return {"impl": "precision", "tokens": n_tokens, "fp32_seconds": seconds["float32"],
+            "bf16_seconds": seconds["bfloat16"], "cells": int(top1.size), "exact": exact, "within_ties": tied,
+            "peak_gb": peak_rss_gb()}
 
 
 def layerscope_stats(session: Any, ids: list[int]) -> Any:
@@ -163,6 +199,8 @@ def worker(which: str, n_tokens: int) -> dict[str, Any]:
     """Load the model (untimed), then time one implementation's statistics on ``n_tokens`` tokens."""
     if which == "check":
         return check(n_tokens)
+    if which == "precision":
+        return precision(n_tokens)
     if which == "tuned-lens":
         resource.setrlimit(resource.RLIMIT_AS, (TUNED_LENS_MAX_BYTES, TUNED_LENS_MAX_BYTES))
     session = _session()
@@ -201,6 +239,15 @@ def describe(result: dict[str, Any]) -> str:
     return f"{result['impl']} {result['seconds']:.1f} s {result['peak_gb']:.2f} GB"  # wall time, peak RSS
 
 
+def _precision_summary(result: dict[str, Any]) -> str:
+    if "error" in result:
+        return f"bf16 vs fp32 failed ({result['error']})"
+    fp32, bf16, cells = result["fp32_seconds"], result["bf16_seconds"], result["cells"]
+    return (f"bf16 vs fp32 {result['tokens']} tok {bf16:.1f} s vs {fp32:.1f} s (time ratio {bf16 / fp32:.2f}), "
+            f"logit-lens top-1 agreement {result['exact'] / cells:.1%} exact, {result['within_ties'] / cells:.1%} "
+            f"up to near-ties (within {BF16_TIE:g} of |logit| max) over {cells} layer x position cells")
+
+
 def _agreement_summary(report: dict[str, Any]) -> str:
     errs = [v for v in report.values() if isinstance(v, dict) and "max_rel" in v]
     rel, abs_ = max(v["max_rel"] for v in errs), max(v["max_abs"] for v in errs)
@@ -215,8 +262,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokens", type=int, default=256, help="tokens for the head-to-head run")
     parser.add_argument("--long-tokens", type=int, default=2048, help="tokens for Layerscope alone (0: skip)")
     parser.add_argument("--check-tokens", type=int, default=16, help="tokens for the agreement check (0: skip)")
+    parser.add_argument("--precision-tokens", type=int, default=256,
+                        help="tokens for the bfloat16 vs float32 comparison (0: skip)")
     parser.add_argument("--skip-tuned-lens", action="store_true", help="time Layerscope only (quick)")
-    parser.add_argument("--worker", choices=("layerscope", "tuned-lens", "check"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=("layerscope", "tuned-lens", "check", "precision"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
     log.setLevel(logging.INFO)
@@ -248,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
         long = run_worker("layerscope", args.long_tokens)
         parts.append(f"{args.long_tokens} tok {describe(long)}")
         missed += [f"{args.long_tokens} tok peak > {MAX_GB_LONG:g} GB"] if long.get("peak_gb", 0) > MAX_GB_LONG else []
+    if args.precision_tokens:
+        parts.append(_precision_summary(run_worker("precision", args.precision_tokens)))
     parts.append("targets " + ("met" if not missed else "MISSED: " + ", ".join(missed)))
     parts.append(f"load avg {os.getloadavg()[1]:.1f} on {os.cpu_count()} cpus")
     print("lens bench: " + " | ".join(parts))

@@ -77,10 +77,80 @@ def int_list(flag: str, text: str) -> list[int]:
         raise ValueError(f"{flag} must be comma-separated whole numbers, not {text!r}.") from None
 
 
+# -- precision and devices ----------------------------------------------------------------------------------
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+"""auto = float32 on CPU, bfloat16 on a GPU that supports it (else float16)."""
+DEFAULT_DTYPE = "float32"
+DEFAULT_DEVICE = "cpu"
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N")
+"""auto = cuda when a GPU is present, else cpu. "auto-shard" (accelerate device_map="auto") is reserved."""
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|auto-shard)$")
+_PRECISION_PART = re.compile(r",(dtype|device)=([^,]*)$")
+
+
+def dtype_name(value: str) -> str:
+    """``value`` when it is one of :data:`DTYPES`, else a one-line ValueError listing them."""
+    return choice("dtype", value, DTYPES)
+
+
+def device_name(value: str, check_hardware: bool = True) -> str:
+    """``value`` when it names a device this machine has: auto, cpu, cuda or cuda:N (a GPU must be present).
+
+    auto-shard is refused (not available yet); ``check_hardware=False`` checks the spelling only."""
+    if not isinstance(value, str) or not _DEVICE.match(value):
+        raise ValueError(f"Unknown device {value!r}; choose from {', '.join(DEVICE_CHOICES)}.")
+    if value == "auto-shard":
+        raise ValueError("Device 'auto-shard' (a model split over several GPUs) is not available yet; "
+                         "use auto, cpu or cuda:N.")
+    if check_hardware and value.startswith("cuda"):
+        _check_gpu(value)
+    return value
+
+
+def _check_gpu(device: str) -> None:
+    """ValueError unless ``device`` (cuda or cuda:N) exists on this machine."""
+    import torch  # heavy: loaded only when a GPU is asked for, so other checks stay fast
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        raise ValueError(f"Device {device!r} asked for, but this machine has no usable GPU; use cpu or auto.")
+    index = int(device.split(":")[1]) if ":" in device else 0
+    if index >= count:
+        raise ValueError(f"Device {device!r} does not exist: this machine has GPUs cuda:0..cuda:{count - 1}.")
+
+
+def split_precision(text: str) -> tuple[str, str | None, str | None]:
+    """``"gpt2,dtype=bfloat16,device=cuda:0"`` -> ("gpt2", "bfloat16", "cuda:0"); parts left out are None.
+
+    The model key (URL value, ``--model``) may end in ``,dtype=...`` and ``,device=...``; values are not
+    checked here (:func:`precision` does)."""
+    text, parts = (text or "").strip(), {}
+    while (found := _PRECISION_PART.search(text)) is not None:
+        parts.setdefault(found.group(1), found.group(2).strip())
+        text = text[:found.start()].rstrip()
+    return text, parts.get("dtype"), parts.get("device")
+
+
+def join_precision(text: str, dtype: str | None = None, device: str | None = None) -> str:
+    """The model key of ``text`` with ``dtype`` / ``device`` (None: keep ``text``'s own); defaults left out."""
+    model, own_dtype, own_device = split_precision(text)
+    dtype, device = dtype or own_dtype or DEFAULT_DTYPE, device or own_device or DEFAULT_DEVICE
+    return (model + ("" if dtype == DEFAULT_DTYPE else f",dtype={dtype}")
+            + ("" if device == DEFAULT_DEVICE else f",device={device}"))
+
+
+def precision(text: str, check_hardware: bool = True) -> tuple[str, str]:
+    """The (dtype, device) a model key asks for, checked (defaults float32, cpu); one-line ValueError."""
+    _, dtype, device = split_precision(text)
+    return dtype_name(dtype or DEFAULT_DTYPE), device_name(device or DEFAULT_DEVICE, check_hardware)
+
+
 # -- models --------------------------------------------------------------------------------------------------
 def split_model(text: str) -> tuple[str, bool]:
-    """``"random:gpt2"`` -> ("gpt2", True); blank -> ("bundled", False). The same rule as ModelSpec.parse."""
-    text = (text or "").strip() or BUNDLED
+    """``"random:gpt2"`` -> ("gpt2", True); blank -> ("bundled", False). The same rule as ModelSpec.parse.
+
+    A ``,dtype=...`` / ``,device=...`` ending (:func:`split_precision`) is not part of the source."""
+    text = split_precision(text)[0] or BUNDLED
     random_init = text.startswith(RANDOM_PREFIX)
     source = text[len(RANDOM_PREFIX):].strip() if random_init else text
     return source or BUNDLED, random_init
@@ -110,7 +180,9 @@ def model_source(text: str, need_weights: bool = True) -> str:
     """Check a ``--model`` / model field: 'bundled', a hub id, a model folder or a .gguf file (prefix 'random:').
 
     Returns the source without the prefix. Only files are looked at; hub ids are checked for their shape.
-    A random twin needs no weights; ``need_weights=False`` leaves the weights to the loader."""
+    A random twin needs no weights; ``need_weights=False`` leaves the weights to the loader. The key's dtype and
+    device are checked too (:func:`precision`: a GPU must be present when one is asked for)."""
+    precision(text)
     source, random_init = split_model(text)
     if source == BUNDLED:
         return source

@@ -77,7 +77,7 @@ def build_tiny_tokenizer() -> PreTrainedTokenizerFast:
 
 
 def tiny_config(model_type: str, vocab_size: int, **overrides: Any):
-    """The config of a tiny ``model_type`` model with eager attention."""
+    """The config of a tiny ``model_type`` model (the attention kernel is chosen at load: core.model.loading)."""
     kwargs = {**_TINY_KWARGS[model_type], **overrides}
     config = AutoConfig.for_model(model_type, vocab_size=vocab_size, bos_token_id=0, eos_token_id=0,
                                   pad_token_id=0, **kwargs)

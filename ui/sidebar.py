@@ -1,20 +1,43 @@
-"""The sidebar every page shares: model picker and prompt, both bound to the URL."""
+"""The sidebar every page shares: model picker (source, precision, device) and prompt, both bound to the URL.
+
+Precision and device travel inside the URL's model value (``?model=bundled,dtype=bfloat16``; left out when they
+are the defaults, so old links open as before: float32 on CPU)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import streamlit as st
+import torch
 
-from core.model.loading import BUNDLED, ModelLoadError, ModelSpec
+from core.model.loading import BUNDLED, ModelLoadError, ModelSpec, model_facts
 from core.model.session import ModelSession
-from core.validate import model_source
+from core.validate import DEFAULT_DEVICE, DEFAULT_DTYPE, DTYPES, model_source, split_precision
 from ui import cached
 from ui.state import persistent, set_value, url_value
 
 DEFAULT_PROMPT = "The capital of France is"
 _BUNDLED_CHOICE = "SmolLM2-135M-Instruct (bundled, offline)"
 _OTHER_CHOICE = "Hub id or local folder…"
+_DTYPE_HELP = ("Precision of the weights. auto: float32 on CPU, bfloat16 on a GPU that supports it. bfloat16 halves "
+               "the memory and is fast on CPUs with AMX; statistics are always reduced in float32.")
+
+
+def _device_options(current: str) -> list[str]:
+    """auto, cpu, each GPU of this machine, and ``current`` when it is none of them (its load then says why)."""
+    options = ["auto", "cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    return options if current in options else options + [current]
+
+
+def _precision_pickers(current: ModelSpec) -> tuple[str, str]:
+    """The dtype and device selectboxes, side by side; -> (dtype, device)."""
+    left, right = st.sidebar.columns(2)
+    with left:
+        dtype = persistent(st.selectbox, "model_dtype", current.dtype, "Precision", list(DTYPES), help=_DTYPE_HELP)
+    with right:
+        device = persistent(st.selectbox, "model_device", current.device, "Device", _device_options(current.device),
+                            help="Where the model runs. auto: the GPU when there is one.")
+    return dtype, device
 
 
 @dataclass(frozen=True)
@@ -25,7 +48,12 @@ class Selection:
 
 
 def _model_picker() -> ModelSpec:
-    current = ModelSpec.parse(url_value("model", BUNDLED))
+    text = url_value("model", BUNDLED)
+    try:
+        current = ModelSpec.parse(text)
+    except ValueError as err:  # an unknown dtype or device in the link: say so, open the model in the defaults
+        st.sidebar.warning(f"{err} Opened with the defaults ({DEFAULT_DTYPE}, {DEFAULT_DEVICE}).")
+        current = ModelSpec.parse(split_precision(text)[0])
     st.sidebar.subheader("Model")
     choice = persistent(st.sidebar.radio, "model_choice", _BUNDLED_CHOICE if current.source == BUNDLED
                         else _OTHER_CHOICE, "Model", [_BUNDLED_CHOICE, _OTHER_CHOICE], label_visibility="collapsed")
@@ -41,7 +69,8 @@ def _model_picker() -> ModelSpec:
     random_init = persistent(st.sidebar.checkbox, "model_random", current.random_init,
                              "Random-init twin (same config and tokenizer, untrained)",
                              help="The untrained baseline the papers compare against.")
-    spec = ModelSpec(source=source, random_init=random_init)
+    dtype, device = _precision_pickers(current)
+    spec = ModelSpec(source=source, random_init=random_init, dtype=dtype, device=device)
     set_value("model", spec.key())
     return spec
 
@@ -86,6 +115,7 @@ def sidebar() -> Selection | None:
         return None
     st.sidebar.caption(
         f"{spec.label()} · {session.adapter.n_layers} layers · d_model {session.adapter.d_model} · "
-        f"{session.adapter.n_heads} heads · vocab {session.adapter.d_vocab:,} · {session.device.type}"
+        f"{session.adapter.n_heads} heads · vocab {session.adapter.d_vocab:,} · "
+        f"{model_facts(session.model).describe()}"
     )
     return Selection(spec=spec, session=session, prompt=prompt)

@@ -23,6 +23,7 @@ from core.cache import cached
 from core.lenses.base import Lens
 from core.lenses.registry import lens_identity
 from core.lenses.stats import output_logits, readout_logits
+from core.model.batch import last_residuals
 from core.model.session import ModelSession
 from core.progress import Progress, no_progress
 
@@ -57,9 +58,9 @@ def extraction_rows(session: ModelSession, texts: Sequence[str], lenses: Mapping
         raise ValueError("No usable text: every text was empty after tokenisation.")
     n_res = session.adapter.n_layers + 1
     layers = list(range(n_res))
+    chosen = last_residuals(session, prefixes, lambda f, m: progress(0.5 * f, m))  # [layer+1, 1, d_model] each
     frames = []
-    for k, ids in enumerate(prefixes):
-        resid = session.trace(ids).resid[:, -1:]  # [layer+1, 1, d_model] at the chosen position
+    for k, (ids, resid) in enumerate(zip(prefixes, chosen)):
         final = output_logits(session.adapter, resid[-1])  # [1, vocab] the model's output
         orig = torch.log_softmax(final[0], -1)  # [vocab]
         answer = int(orig.argmax())
@@ -73,7 +74,7 @@ def extraction_rows(session: ModelSession, texts: Sequence[str], lenses: Mapping
                 "surprisal_patched": (-logp[:, answer]).cpu().numpy(),
                 "surprisal_original": (-orig[guess]).cpu().numpy(),
             }))
-        progress((k + 1) / len(prefixes), f"Text {k + 1}/{len(prefixes)}")
+        progress(0.5 + 0.5 * (k + 1) / len(prefixes), f"Lens readouts: text {k + 1}/{len(prefixes)}")
     return pd.concat(frames, ignore_index=True)
 
 

@@ -38,9 +38,33 @@ def default_of(params: type, name: str) -> Any:
     raise ValueError(f"{params.__name__} has no field {name!r}.")
 
 
+class _ModelKey(argparse.Action):
+    """Stores ``--model``, ``--dtype`` or ``--device`` (checked: a one-line usage error) and keeps ``args.model``
+    the full model key (:func:`core.validate.join_precision`), whatever order the flags come in, so every
+    subcommand's ``check_model(args.model)`` / ``load_session(args.model)`` sees the precision and device."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        try:
+            if self.dest == "dtype":
+                validate.dtype_name(values)
+            elif self.dest == "device":
+                validate.device_name(values)
+        except ValueError as err:
+            raise argparse.ArgumentError(self, str(err)) from None
+        setattr(namespace, self.dest, values)
+        namespace.model = validate.join_precision(namespace.model_text, namespace.dtype, namespace.device)
+
+
 def add_model(parser: argparse.ArgumentParser, help: str | None = None) -> None:
-    """``--model`` (default: the bundled model)."""
-    parser.add_argument("--model", default=validate.BUNDLED, help=help)
+    """``--model`` (default: the bundled model), ``--dtype`` and ``--device`` (defaults float32, cpu)."""
+    parser.set_defaults(model=validate.BUNDLED)
+    parser.add_argument("--model", dest="model_text", default=validate.BUNDLED, action=_ModelKey, help=help)
+    parser.add_argument("--dtype", default=None, action=_ModelKey, metavar="|".join(validate.DTYPES),
+                        help=f"precision of the weights (default {validate.DEFAULT_DTYPE}; auto: float32 on CPU, "
+                             "bfloat16 on a GPU that supports it); statistics are always reduced in float32")
+    parser.add_argument("--device", default=None, action=_ModelKey, metavar="|".join(validate.DEVICE_CHOICES),
+                        help=f"where the model runs (default {validate.DEFAULT_DEVICE}; auto: cuda when present)")
 
 
 def add_format(parser: argparse.ArgumentParser) -> None:
@@ -72,7 +96,8 @@ def load_session(model: str) -> "ModelSession":
     from core.model.session import ModelSession
 
     quiet_transformers()
-    return ModelSession.load(ModelSpec.parse(model), progress=lambda f, m: log.info("%s", m))
+    spec = ModelSpec.parse(model).resolved()  # resolved: the session's identity names the real dtype and device
+    return ModelSession.load(spec, progress=lambda f, m: log.info("%s", m))
 
 
 def check_model(model: str) -> "ModelDims | None":

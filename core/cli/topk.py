@@ -64,8 +64,13 @@ def check_args(args: argparse.Namespace) -> None:
         validate.choice("table", args.table, TABLES[args.section], f" for the {args.section} section")
     if text or args.section == "intervention":
         check_model(args.model)
-    elif args.model not in ("", "bundled"):
-        validate.model_source(args.model)
+    else:  # ViT / Whisper: their own float32 demo models or weights; --dtype / --device apply to text models only
+        source = validate.split_precision(args.model)[0]
+        if source != args.model:
+            raise ValueError("--dtype / --device apply to the text sections: the ViT and Whisper sections run "
+                             "their models in float32 on the CPU.")
+        if source not in ("", "bundled"):
+            validate.model_source(source)
 
 
 def _pick(frames: dict, section: str, table: str | None) -> "pd.DataFrame":

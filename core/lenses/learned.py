@@ -43,8 +43,9 @@ class TunedLens:
 
     def logits(self, resid: torch.Tensor, layers: Sequence[int]) -> torch.Tensor:
         adapter, n = self.session.adapter, self.session.adapter.n_layers
-        hidden = torch.stack([self.lens.transform_hidden(resid[i], int(layer)) if layer < n else resid[i]
-                              for i, layer in enumerate(layers)])  # [layer, pos, d_model]
+        # the translators are float32: a bf16 / fp16 residual is upcast for them and cast back for the unembedding
+        hidden = torch.stack([self.lens.transform_hidden(resid[i].float(), int(layer)).to(resid.dtype)
+                              if layer < n else resid[i] for i, layer in enumerate(layers)])  # [layer, pos, d_model]
         return adapter.unembed(adapter.final_norm(hidden))  # [layer, pos, vocab]: one product for the call
 
 

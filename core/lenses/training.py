@@ -17,6 +17,7 @@ from core.lenses.learned import AffineLens, TrainedLenses, TunedLens, new_packag
 from core.lenses.logit import LogitLens
 from core.lenses.params import TrainingConfig  # torch-free (the CLI's defaults)
 from core.lenses.stats import lens_stats
+from core.model.batch import iter_traces
 from core.model.session import ModelSession
 from core.progress import Progress, no_progress
 
@@ -26,20 +27,36 @@ log = logging.getLogger(__name__)
 # -- data ------------------------------------------------------------------------------------------
 def collect_residuals(session: ModelSession, texts: Sequence[str], n_tokens: int, seq_len: int,
                       progress: Progress = no_progress) -> torch.Tensor:
-    """-> [layer+1, token, d_model] residuals of positions 1.. of each text, up to ``n_tokens``."""
-    chunks, total = [], 0
+    """-> [layer+1, token, d_model] residuals of positions 1.. of each text, up to ``n_tokens``.
+
+    The texts needed (in order, 8 tokens or more, until ``n_tokens`` are covered) are traced in padded batches
+    (:func:`core.model.batch.iter_traces`); their residuals are concatenated in text order.
+    """
+    chosen = _training_ids(session, texts, n_tokens, seq_len)
+    if not chosen:
+        raise ValueError("No training text long enough (8 tokens or more).")
+    chunks: list[torch.Tensor | None] = [None] * len(chosen)
+    total = 0
+    for k, trace in iter_traces(session, chosen):
+        chunks[k] = trace.resid[:, 1:]  # [layer+1, pos-1, d_model]
+        total += chunks[k].shape[1]
+        progress(min(1.0, total / n_tokens), f"Collecting residuals: {min(total, n_tokens):,}/{n_tokens:,} tokens")
+    return torch.cat(chunks, dim=1)[:, :n_tokens]  # type: ignore[arg-type]  # every text was traced
+
+
+def _training_ids(session: ModelSession, texts: Sequence[str], n_tokens: int, seq_len: int) -> list[torch.Tensor]:
+    """[pos] ids of the texts :func:`collect_residuals` reads: in order, cut to ``seq_len``, those with 8 tokens
+    or more, until their positions 1.. cover ``n_tokens``."""
+    chosen, total = [], 0
     for text in texts:
         ids = session.tokenizer(text, return_tensors="pt").input_ids[0][:seq_len]
         if ids.numel() < 8:
             continue
-        chunks.append(session.trace(ids).resid[:, 1:])
-        total += chunks[-1].shape[1]
-        progress(min(1.0, total / n_tokens), f"Collecting residuals: {min(total, n_tokens):,}/{n_tokens:,} tokens")
+        chosen.append(ids)
+        total += ids.numel() - 1
         if total >= n_tokens:
             break
-    if not chunks:
-        raise ValueError("No training text long enough (8 tokens or more).")
-    return torch.cat(chunks, dim=1)[:, :n_tokens]
+    return chosen
 
 
 def _rms(x: torch.Tensor) -> torch.Tensor:
@@ -103,9 +120,9 @@ def refine_kl(session: ModelSession, lens: PackageTunedLens, resid: torch.Tensor
 def mean_kl_by_layer(session: ModelSession, lens, texts: Sequence[str], seq_len: int) -> np.ndarray:
     """[layer+1] mean KL(final || lens) over positions 1.. of ``texts`` (the held-out measure)."""
     sums, count = None, 0
-    for text in texts:
-        ids = session.tokenizer(text, return_tensors="pt").input_ids[0][:seq_len]
-        stats = lens_stats(session, session.trace(ids), lens, top_k=1)
+    prompts = [session.tokenizer(text, return_tensors="pt").input_ids[0][:seq_len] for text in texts]
+    for _k, trace in iter_traces(session, prompts):
+        stats = lens_stats(session, trace, lens, top_k=1)
         kl = stats.kl_to_final[:, 1:]  # [layer+1, pos-1]
         sums = kl.sum(1) if sums is None else sums + kl.sum(1)
         count += kl.shape[1]

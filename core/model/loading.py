@@ -1,7 +1,9 @@
 """Model specs and loading: the bundled default, hub ids, local folders and random-init twins.
 
-``trust_remote_code`` is never enabled. Loading always uses eager attention, since the SDPA kernels
-do not return attention weights.
+``trust_remote_code`` is never enabled. Models load with the fast SDPA attention kernel where their class has
+one (:func:`attention_kernel`, the one place that decides); SDPA returns no attention weights, so a pass that
+needs them runs inside :func:`eager_attention`. A spec names its precision and device (``auto`` resolved here, on this
+machine); the memory facts below let the app's model cache hold models by size rather than by count.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ import os
 import shutil
 import socket
 import threading
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Iterator, Sequence
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
@@ -22,6 +26,12 @@ from core.model.arch import supported_model_types
 from core.paths import cache_dir
 from core.progress import Progress, no_progress
 from core.validate import BUNDLED, BUNDLED_DIR, RANDOM_PREFIX, model_source, split_model  # noqa: F401
+from core.validate import DEFAULT_DEVICE, DEFAULT_DTYPE, join_precision, precision
+
+try:  # optional: the free-memory figure falls back to /proc/meminfo without it
+    import psutil
+except ImportError:  # pragma: no cover - psutil comes with the app's dependencies
+    psutil = None
 
 log = logging.getLogger(__name__)
 
@@ -39,25 +49,50 @@ class ModelLoadError(ValueError):
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Everything that identifies a loaded model. ``source`` is "bundled", a hub id or a local path."""
+    """Everything that identifies a loaded model. ``source`` is "bundled", a hub id or a local path.
+
+    dtype: auto | float32 | bfloat16 | float16 (auto: float32 on CPU, bfloat16 on a GPU that supports it, else
+    float16). device: auto | cpu | cuda | cuda:N (auto: cuda when present); "auto-shard" is reserved for a model
+    split by accelerate over several devices. The defaults (float32, cpu) are what every spec was before these
+    fields existed, so old keys, URLs and cached results mean what they meant.
+    """
 
     source: str = BUNDLED
     random_init: bool = False
     revision: str | None = None
-    dtype: str = "float32"
-    device: str = "auto"
+    dtype: str = DEFAULT_DTYPE
+    device: str = DEFAULT_DEVICE
     seed: int = 0
 
     @classmethod
     def parse(cls, text: str) -> "ModelSpec":
-        """``"bundled"``, ``"gpt2"``, ``"./my-checkpoint"``; prefix ``random:`` for the untrained twin."""
+        """``"bundled"``, ``"gpt2"``, ``"./my-checkpoint"``; prefix ``random:`` for the untrained twin; an ending
+        ``,dtype=bfloat16`` / ``,device=cuda:0`` sets the precision and device (ValueError for unknown ones)."""
+        dtype, device = precision(text, check_hardware=False)  # the GPU itself is checked when loading
         source, random_init = split_model(text)
-        return cls(source=source, random_init=random_init)
+        return cls(source=source, random_init=random_init, dtype=dtype, device=device)
 
     def key(self) -> str:
-        """Stable text identity (used in cache keys and URLs)."""
+        """Stable text identity (used in cache keys and URLs); dtype and device appear only when not the defaults,
+        so ``ModelSpec.parse(spec.key()) == spec`` (seed aside) and old keys are unchanged."""
         base = (RANDOM_PREFIX if self.random_init else "") + self.source
-        return base + (f"@{self.revision}" if self.revision else "")
+        return join_precision(base + (f"@{self.revision}" if self.revision else ""), self.dtype, self.device)
+
+    def resolved(self) -> "ModelSpec":
+        """This spec with ``auto`` replaced by what it means on this machine: what sessions and caches use, so a
+        bfloat16 run never shares a key with a float32 one."""
+        return replace(self, dtype=self.resolved_dtype(), device=self.resolved_device())
+
+    def resolved_dtype(self) -> str:
+        """float32 | bfloat16 | float16: ``auto`` is float32 on CPU, bfloat16 on CUDA where supported, else float16."""
+        if self.dtype != "auto":
+            return self.dtype
+        if not self.resolved_device().startswith("cuda"):
+            return "float32"
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+
+    def torch_dtype(self) -> torch.dtype:
+        return getattr(torch, self.resolved_dtype())
 
     def label(self) -> str:
         name = BUNDLED_LABEL if self.source == BUNDLED else self.source
@@ -169,11 +204,17 @@ def _check_supported(config) -> None:
 
 
 def load_model(spec: ModelSpec, progress: Progress = no_progress) -> tuple[PreTrainedModel, object]:
-    """Load (model, tokenizer) for ``spec``: eval mode, eager attention, no remote code."""
+    """Load (model, tokenizer) for ``spec``: eval mode, SDPA attention where supported (:func:`attention_kernel`),
+    no remote code, in the spec's resolved dtype on its resolved device (weights stored in float32, such as the
+    bundled model's, are cast on loading)."""
+    try:  # an unknown dtype or device, or a GPU that is not there: said before anything loads
+        precision(spec.key())
+    except ValueError as err:
+        raise ModelLoadError(str(err)) from None
     source, extra = _resolve_source(spec, progress)
     config = _load_config(source, extra, spec)
     _check_supported(config)
-    dtype = getattr(torch, spec.dtype)
+    dtype = spec.torch_dtype()
     local = {"local_files_only": True} if Path(source).is_dir() or not hub_reachable() else {}
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False, **local, **extra)
@@ -182,7 +223,8 @@ def load_model(spec: ModelSpec, progress: Progress = no_progress) -> tuple[PreTr
             model = build_random_twin(config, spec.seed, dtype)
         else:
             model = AutoModelForCausalLM.from_pretrained(
-                source, trust_remote_code=False, dtype=dtype, attn_implementation="eager", **local, **extra
+                source, trust_remote_code=False, dtype=dtype, attn_implementation=attention_kernel(config),
+                **local, **extra,
             )
     except ModelLoadError:
         raise
@@ -195,7 +237,10 @@ def load_model(spec: ModelSpec, progress: Progress = no_progress) -> tuple[PreTr
 
 
 def build_random_twin(config, seed: int = 0, dtype: torch.dtype = torch.float32) -> PreTrainedModel:
-    """Same config, untrained weights with the library's default initialisation (the research baseline)."""
+    """Same config, untrained weights with the library's default initialisation (the research baseline).
+
+    Initialised in float32 and then cast, so a twin in another dtype is the float32 twin rounded (the same seed
+    draws the same weights whatever the dtype)."""
     config = config.__class__.from_dict(config.to_dict())
     for attr in ("quantization_config",):
         if hasattr(config, attr):
@@ -203,7 +248,105 @@ def build_random_twin(config, seed: int = 0, dtype: torch.dtype = torch.float32)
     generator_state = torch.random.get_rng_state()
     try:
         torch.manual_seed(seed)
-        model = AutoModelForCausalLM.from_config(config, attn_implementation="eager", dtype=dtype)
+        model = AutoModelForCausalLM.from_config(config, attn_implementation=attention_kernel(config),
+                                                 dtype=torch.float32)
     finally:
         torch.random.set_rng_state(generator_state)
-    return model
+    return model.to(dtype)
+
+
+# -- attention kernel --------------------------------------------------------------------------------------
+def attention_kernel(config) -> str:
+    """"sdpa" | "eager": the kernel a model of this config loads with; the one place that decides.
+
+    SDPA where the model type's transformers class has it AND can switch its kernel on a loaded model (the
+    functional attention interface), since a pass that needs attention weights switches to eager; otherwise
+    eager (GPT-J, and any class whose source cannot be inspected). An unknown config type also gets eager: the
+    loader then reports it as unsupported."""
+    try:
+        cls = AutoModelForCausalLM._model_mapping[type(config)]
+    except KeyError:
+        return "eager"
+    return "sdpa" if cls._supports_sdpa and cls._can_set_attn_implementation() else "eager"
+
+
+@contextmanager
+def eager_attention(model: PreTrainedModel) -> Iterator[None]:
+    """Run the body's forward passes with the eager kernel (attention weights returned), then restore the kernel
+    the model had, also when the body raises. The caller holds the session lock: the kernel is a setting of the
+    shared model, and another thread's pass must not run under the switched one."""
+    previous = model.config._attn_implementation
+    if previous == "eager":
+        yield
+        return
+    model.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(previous)
+
+
+# -- memory ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ModelFacts:
+    """What a loaded model occupies: bytes of its parameters and buffers, their dtypes and devices."""
+
+    n_bytes: int
+    dtypes: tuple[str, ...]
+    devices: tuple[str, ...]
+
+    def describe(self) -> str:
+        """E.g. ``"0.54 GB · float32 · cpu"`` (several dtypes or devices joined with "+")."""
+        return f"{self.n_bytes / 1e9:.2f} GB · {'+'.join(self.dtypes)} · {'+'.join(self.devices)}"
+
+
+def model_facts(model: torch.nn.Module) -> ModelFacts:
+    """Size in memory, dtypes and devices of ``model`` (a model split over devices lists each of them)."""
+    tensors = [*model.parameters(), *model.buffers()]
+    n_bytes = sum(t.numel() * t.element_size() for t in tensors)
+    dtypes = sorted({str(t.dtype).removeprefix("torch.") for t in model.parameters()})
+    devices = sorted({str(t.device) for t in model.parameters()})
+    return ModelFacts(n_bytes, tuple(dtypes), tuple(devices))
+
+
+def estimate_model_bytes(spec: ModelSpec) -> int | None:
+    """Bytes the parameters of ``spec`` will take once loaded in its dtype, from its config alone (the model is
+    built on the meta device: no weights read or allocated); None when the config cannot be had here."""
+    try:
+        source, extra = _resolve_source(spec, no_progress)
+        config = _load_config(source, extra, spec)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config, dtype=spec.torch_dtype())
+    except Exception:  # noqa: BLE001 - an estimate only: the load itself reports what is wrong
+        return None
+    return model_facts(model).n_bytes
+
+
+def available_memory() -> int | None:
+    """Bytes of RAM the system can still give (MemAvailable); None when it cannot be read."""
+    if psutil is not None:
+        return int(psutil.virtual_memory().available)
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def models_to_release(held: Sequence[tuple[str, int]], incoming: int, free: int, margin: int) -> list[str]:
+    """Which held models (key, bytes; least recently used first) to release so that ``incoming`` bytes fit.
+
+    Releases from the oldest while the new model does not fit in ``free`` bytes (what the system can still give,
+    the held models already counted out) plus the bytes released so far, less a working ``margin``. So a second
+    large model releases the first unless both fit; if nothing would make it fit, everything is released.
+    """
+    released: list[str] = []
+    gained = 0
+    for key, n_bytes in held:
+        if incoming <= free + gained - margin:
+            break
+        released.append(key)
+        gained += n_bytes
+    return released

@@ -3,13 +3,15 @@
 Every hook of Layerscope goes through :meth:`ModelSession.hooks` (the requests of :mod:`core.model.hooks`): it
 registers them inside the per-model lock and always removes them, so Streamlit sessions sharing one cached model
 in several threads get exactly what they would get one at a time. A Trace is frozen and holds no reference to
-hooks; the session stores nothing about past traces.
+hooks; the session stores nothing about past traces. Models run with the SDPA attention kernel; only a trace that
+captures attention patterns switches to eager, for that one pass and under the same lock.
 """
 
 from __future__ import annotations
 
 import inspect
 import threading
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import ContextManager, Sequence
 
@@ -19,7 +21,7 @@ from torch import nn
 from core.cache import weight_fingerprint
 from core.model.arch import Adapter
 from core.model.hooks import Capture, Captured, Patch, hooked, residual_captures
-from core.model.loading import ModelSpec, load_model
+from core.model.loading import ModelSpec, eager_attention, load_model
 from core.progress import Progress, no_progress
 
 CAPTURABLE = ("attn_patterns", "head_z", "attn_out", "mlp_out", "neurons")
@@ -155,10 +157,17 @@ class ModelSession:
         requests = residual_captures(range(n + 1), row=0) + tuple(
             Capture(_TRACE_SITES[name], tuple(range(n)), row=0) for name in CAPTURABLE
             if name in capture and name in _TRACE_SITES)
-        with self.hooks(requests) as got:
-            out = self.model(ids[None].to(self.device), output_attentions="attn_patterns" in capture,
-                             **self._skip_logits)
+        patterns = "attn_patterns" in capture
+        with self.lock, self.attention_weights() if patterns else nullcontext(), self.hooks(requests) as got:
+            out = self.model(ids[None].to(self.device), output_attentions=patterns, **self._skip_logits)
         return self._build_trace(ids, got, capture, out)
+
+    def attention_weights(self) -> ContextManager[None]:
+        """``with session.lock, session.attention_weights(): ...``: the body's passes run with the eager attention
+        kernel, which returns attention weights (SDPA, the kernel models load with, returns none); the model's own
+        kernel is restored afterwards. Hold the session lock around it: the kernel is a setting of the shared model,
+        so no other thread's pass may run while it is switched."""
+        return eager_attention(self.model)
 
     def _build_trace(self, ids: torch.Tensor, got: Captured, capture: tuple[str, ...], out) -> Trace:
         n = self.adapter.n_layers

@@ -10,8 +10,9 @@ import pandas as pd
 import torch
 
 from core.analyses.attention_mlp.params import TRIM_KEEP, ScanParams  # torch-free settings (the CLI reads them)
-from core.analyses.attention_mlp.passes import content_ids, neuron_acts
+from core.analyses.attention_mlp.passes import content_ids, model_input, neuron_acts
 from core.layers import block_of_layer, layer_of_block
+from core.model.batch import iter_site_captures
 from core.model.session import ModelSession
 from core.progress import Progress, no_progress
 
@@ -41,27 +42,26 @@ def corpus_hash(texts: list[str]) -> str:
 
 def scan_top_windows(session: ModelSession, windows: list[list[int]], neurons: pd.DataFrame, top: int,
                      progress: Progress = no_progress) -> pd.DataFrame:
-    """One pass per window, all chosen neurons at once -> [neuron x top] rows: block (1-based), neuron,
+    """All chosen neurons at once, the windows in padded batches -> [neuron x top] rows: block (1-based), neuron,
     activation, window, position (content index of the max position in that window; one entry per window).
 
     ``groups`` and the passes index blocks from 0 (``b``); the rows carry the frame's 1-based ``block``."""
     groups = {block_of_layer(block): torch.tensor(sorted(frame.neuron.unique()))
               for block, frame in neurons.groupby("block")}
+    peaks = window_peaks(session, windows, groups, lambda f, m: progress(0.9 * f, m))
     best = {b: (torch.full((len(idx), 0), float("-inf")), torch.zeros((len(idx), 0), dtype=torch.long))
             for b, idx in groups.items()}
     positions = {b: torch.zeros((len(idx), 0), dtype=torch.long) for b, idx in groups.items()}
-    for w, ids in enumerate(windows):
-        acts = neuron_acts(session, ids, list(groups))  # block index -> [pos, d_mlp]
+    for w in range(len(windows)):  # in window order, as the peaks were once read one window at a time
         for b, idx in groups.items():
-            peak = acts[b][:, idx].max(dim=0)  # [n]
-            vals = torch.cat([best[b][0], peak.values[:, None]], dim=1)
+            peak_values, peak_positions = peaks[b][0][w], peaks[b][1][w]  # [n], [n]
+            vals = torch.cat([best[b][0], peak_values[:, None]], dim=1)
             wins = torch.cat([best[b][1], torch.full((len(idx), 1), w)], dim=1)
-            pos = torch.cat([positions[b], peak.indices[:, None]], dim=1)
+            pos = torch.cat([positions[b], peak_positions[:, None]], dim=1)
             keep = vals.topk(min(top, vals.shape[1]), dim=1).indices
             best[b] = (vals.gather(1, keep), wins.gather(1, keep))
             positions[b] = pos.gather(1, keep)
-        if w % 10 == 0 or w == len(windows) - 1:
-            progress((w + 1) / len(windows), f"scanning window {w + 1}/{len(windows)}")
+    progress(1.0, f"scanned {len(windows)} windows")
     rows = []
     for b, idx in groups.items():
         for i, neuron in enumerate(idx.tolist()):
@@ -69,6 +69,24 @@ def scan_top_windows(session: ModelSession, windows: list[list[int]], neurons: p
                 rows.append({"block": layer_of_block(b), "neuron": neuron, "activation": float(best[b][0][i, k]),
                              "window": int(best[b][1][i, k]), "position": int(positions[b][i, k])})
     return pd.DataFrame(rows)
+
+
+def window_peaks(session: ModelSession, windows: list[list[int]], groups: dict[int, torch.Tensor],
+                 progress: Progress = no_progress) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+    """0-based block -> ([window, n] each chosen neuron's max activation over the window's content positions,
+    [window, n] the content position of that max), from batched passes (:mod:`core.model.batch`)."""
+    inputs = [model_input(session, ids) for ids in windows]  # ([pos] BOS + content ids, BOS length)
+    values = {b: torch.zeros((len(windows), len(idx))) for b, idx in groups.items()}
+    where = {b: torch.zeros((len(windows), len(idx)), dtype=torch.long) for b, idx in groups.items()}
+    for done, (w, acts) in enumerate(iter_site_captures(session, [full for full, _ in inputs], "mlp_act",
+                                                        list(groups)), 1):
+        offset = inputs[w][1]
+        for b, idx in groups.items():
+            peak = acts[b][offset:, idx].max(dim=0)  # [n] over content positions
+            values[b][w], where[b][w] = peak.values, peak.indices
+        if done % 10 == 0 or done == len(windows):
+            progress(done / len(windows), f"scanning window {done}/{len(windows)}")
+    return {b: (values[b], where[b]) for b in groups}
 
 
 @dataclass(frozen=True)

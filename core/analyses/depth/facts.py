@@ -12,6 +12,7 @@ import torch
 from core.analyses.depth.readout import Readout, readout
 from core.data import relation_pairs
 from core.lenses.base import Lens
+from core.model.batch import last_residuals
 from core.model.session import ModelSession
 from core.progress import Progress, no_progress
 
@@ -33,15 +34,34 @@ def teacher_force(prompt_ids: Sequence[int], answer_ids: Sequence[int], first_al
     or one of ``first_alternatives`` (the answer without its leading space); a wrong 1-token answer stops.
     The next prefix appends the model's token when correct, else the gold token.
     """
-    prefix, recorded = list(prompt_ids), []
-    for num, gold in enumerate(answer_ids):
-        out = step(prefix)
-        correct = out.final_id == gold or (num == 0 and out.final_id in first_alternatives)
-        if correct:
-            recorded.append((num, out))
-        elif len(answer_ids) == 1:
-            break
-        prefix.append(out.final_id if correct else int(gold))
+    return teacher_force_batch([prompt_ids], [answer_ids], [first_alternatives],
+                               lambda prefixes: [step(p) for p in prefixes])[0]
+
+
+def teacher_force_batch(prompt_ids: Sequence[Sequence[int]], answer_ids: Sequence[Sequence[int]],
+                        first_alternatives: Sequence[set[int]],
+                        step: Callable[[list[list[int]]], list[R]]) -> list[list[tuple[int, R]]]:
+    """:func:`teacher_force` of several examples at once: token ``num`` of every example still running is read
+    in one ``step(prefixes)`` call (a batched pass), so an example needs as many calls as its answer has tokens.
+    -> per example, [(token_num, readout)] for its correctly predicted tokens."""
+    prefixes = [list(p) for p in prompt_ids]
+    recorded: list[list[tuple[int, R]]] = [[] for _ in prefixes]
+    running = [i for i in range(len(prefixes)) if len(answer_ids[i]) > 0]
+    num = 0
+    while running:
+        outs = step([prefixes[i] for i in running])
+        still = []
+        for i, out in zip(running, outs):
+            gold = int(answer_ids[i][num])
+            correct = out.final_id == gold or (num == 0 and out.final_id in first_alternatives[i])
+            if correct:
+                recorded[i].append((num, out))
+            elif len(answer_ids[i]) == 1:
+                continue  # a wrong 1-token answer stops
+            prefixes[i].append(out.final_id if correct else gold)
+            if num + 1 < len(answer_ids[i]):
+                still.append(i)
+        running, num = still, num + 1
     return recorded
 
 
@@ -63,9 +83,11 @@ def fact_examples(n: int, seed: int) -> list[tuple[str, str, str]]:
     return out
 
 
-def _step(session: ModelSession, lens: Lens) -> Callable[[list[int]], Readout]:
-    def step(ids: list[int]) -> Readout:
-        return readout(lens, session.trace(torch.tensor(ids, dtype=torch.long)).resid[:, -1:])
+def _step(session: ModelSession, lens: Lens) -> Callable[[list[list[int]]], list[Readout]]:
+    """Read the last position of several prefixes: one batched pass (:func:`core.model.batch.last_residuals`)."""
+    def step(prefixes: list[list[int]]) -> list[Readout]:
+        resids = last_residuals(session, [torch.tensor(ids, dtype=torch.long) for ids in prefixes])
+        return [readout(lens, resid) for resid in resids]  # resid: [layer+1, 1, d_model]
 
     return step
 
@@ -74,21 +96,33 @@ def facts_section(session: ModelSession, lens: Lens, n: int, seed: int = 42,
                   progress: Progress = no_progress) -> pd.DataFrame:
     """-> rows: relation, answer_len, token_num (1-based), example, layer, rank, prob, guess (top-1 text).
 
-    Answers of 1-3 tokens (of ``" " + answer``) only; rank is that of the correctly predicted token.
+    Answers of 1-3 tokens (of ``" " + answer``) only; rank is that of the correctly predicted token. The examples
+    are teacher-forced together (:func:`teacher_force_batch`): one batched pass per answer token.
     """
     tok, frames, vocab = session.tokenizer, [], session.vocab_strings()
     examples = fact_examples(n, seed)
+    usable = []  # (example index, relation, prompt ids, answer ids, first-token alternatives)
     for k, (rel, prompt, answer) in enumerate(examples):
         answer_ids = tok(" " + answer, add_special_tokens=False).input_ids
         if 1 <= len(answer_ids) <= 3:
             alternatives = set(tok(answer, add_special_tokens=False).input_ids[:1])
-            for num, out in teacher_force(session.tokenize(prompt).tolist(), answer_ids, alternatives,
-                                          _step(session, lens)):
-                frames.append(pd.DataFrame({
-                    "relation": rel, "answer_len": len(answer_ids), "token_num": num + 1, "example": k,
-                    "layer": np.arange(len(out.guess)), "rank": out.ranks[:, 0], "prob": out.probs[:, 0],
-                    "guess": [vocab[int(i)] for i in out.guess]}))
-        progress((k + 1) / len(examples), f"Facts: prompt {k + 1}/{len(examples)}")
+            usable.append((k, rel, session.tokenize(prompt).tolist(), answer_ids, alternatives))
+    progress(0.0, f"Facts: {len(usable)} of {len(examples)} prompts have 1-3 answer tokens")
+    step, calls = _step(session, lens), []
+
+    def counted(prefixes: list[list[int]]) -> list[Readout]:
+        calls.append(len(prefixes))
+        progress(min(1.0, len(calls) / 3), f"Facts: answer token {len(calls)} of {len(prefixes)} prompts read")
+        return step(prefixes)
+
+    results = teacher_force_batch([u[2] for u in usable], [u[3] for u in usable], [u[4] for u in usable], counted)
+    for (k, rel, _prompt, answer_ids, _alt), recorded in zip(usable, results):
+        for num, out in recorded:
+            frames.append(pd.DataFrame({
+                "relation": rel, "answer_len": len(answer_ids), "token_num": num + 1, "example": k,
+                "layer": np.arange(len(out.guess)), "rank": out.ranks[:, 0], "prob": out.probs[:, 0],
+                "guess": [vocab[int(i)] for i in out.guess]}))
+    progress(1.0, f"Facts: {len(examples)} prompts read")
     if not frames:
         raise ValueError("No fact token was predicted correctly; raise n or try another seed.")
     return pd.concat(frames, ignore_index=True)

@@ -12,6 +12,7 @@ from core.analyses.depth.readout import readout
 from core.cache import cached
 from core.data import evaluation_texts, wikipedia_paragraphs
 from core.lenses.base import Lens
+from core.model.batch import last_residuals
 from core.model.session import ModelSession
 from core.progress import Progress, no_progress
 
@@ -94,12 +95,13 @@ def frequency_section(session: ModelSession, lens: Lens, n: int, seed: int = 42,
     if not prefixes:
         raise ValueError("No Wikipedia prefix available; raise n.")
     frames, vocab = [], session.vocab_strings()
-    for k, prefix in enumerate(prefixes):
-        out = readout(lens, session.trace(session.tokenize(prefix)).resid[:, -1:])
+    resids = last_residuals(session, prefixes, lambda f, m: progress(0.5 * f, m))  # [layer+1, 1, d_model] each
+    for k, resid in enumerate(resids):
+        out = readout(lens, resid)
         frames.append(pd.DataFrame({"example": k, "layer": np.arange(len(out.guess)), "guess": out.guess,
                                     "guess_token": [vocab[int(i)] for i in out.guess],
                                     "bucket": buckets[out.guess], "final": out.final_id,
                                     "final_token": vocab[out.final_id], "final_bucket": buckets[out.final_id]}))
-        progress((k + 1) / len(prefixes), f"Frequency: prefix {k + 1}/{len(prefixes)}")
+        progress(0.5 + 0.5 * (k + 1) / len(prefixes), f"Frequency: prefix {k + 1}/{len(prefixes)}")
     rows = pd.concat(frames, ignore_index=True)
     return rows, bucket_shares(rows), flip_rates(rows)

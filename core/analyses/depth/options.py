@@ -10,6 +10,7 @@ import pandas as pd
 from core.analyses.depth.readout import earliest_layer, readout
 from core.data import polarity_sentences, relation_pairs
 from core.lenses.base import Lens
+from core.model.batch import last_residuals
 from core.model.session import ModelSession
 from core.progress import Progress, no_progress
 
@@ -74,8 +75,9 @@ def options_section(session: ModelSession, lens: Lens, n: int, seed: int = 42,
     rows, summary, done = [], [], 0
     for task, (options, prompts) in tasks.items():
         ids = [session.tokenizer(" " + o, add_special_tokens=False).input_ids[-1] for o in options]
-        for k, (prompt, gold) in enumerate(prompts):
-            out = readout(lens, session.trace(prompt).resid[:, -1:], targets=ids)
+        resids = last_residuals(session, [prompt for prompt, _gold in prompts])  # [layer+1, 1, d_model] each
+        for k, ((prompt, gold), resid) in enumerate(zip(prompts, resids)):
+            out = readout(lens, resid, targets=ids)
             identify, decision, choice = option_layers(out.ranks, out.probs)
             n_layers = out.ranks.shape[0] - 1
             for j, option in enumerate(options):

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import random
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import pandas as pd
 import torch
 
-from core.analyses.depth.readout import final_token, readout, readout_rows
+from core.analyses.depth.readout import final_tokens, readout, readout_rows
 from core.data import evaluation_texts, wikipedia_paragraphs
 from core.lenses.base import Lens
 from core.model.session import ModelSession
@@ -18,6 +18,8 @@ POS_TAGS: tuple[str, ...] = ("DET", "ADP", "PUNCT", "NOUN", "VERB", "ADJ")
 FUNCTION_TAGS: tuple[str, ...] = ("DET", "ADP", "PUNCT")
 CONTENT_TAGS: tuple[str, ...] = ("NOUN", "VERB", "ADJ")
 MIN_PROMPT_CHARS = 17
+CHUNK = 32
+"""Candidates checked per batched chunk."""
 
 
 # -- POS -----------------------------------------------------------------------------------------------
@@ -50,15 +52,18 @@ def _first_ids(session: ModelSession, answer: str) -> set[int]:
     return firsts
 
 
-def check_prediction(session: ModelSession, prompt: str, answer: str) -> torch.Tensor | None:
-    """Last-position residual [layer+1, 1, d_model] if the greedy next token starts ``answer``, else None.
+def check_predictions(session: ModelSession, candidates: Sequence[tuple[str, str]]) -> list[torch.Tensor | None]:
+    """(prompt, answer) pairs -> per pair the last-position residual [layer+1, 1, d_model] if the greedy next
+    token starts ``answer``, else None; the prompts run in batched passes.
 
     If the greedy token decodes to whitespace, a space is appended and the prompt rerun once (as the paper).
     """
-    final, resid = final_token(session, session.tokenize(prompt))
-    if not session.tokenizer.decode([final]).strip():
-        final, resid = final_token(session, session.tokenize(prompt + " "))
-    return resid if final in _first_ids(session, answer) else None
+    firsts = final_tokens(session, [prompt for prompt, _answer in candidates])
+    again = [i for i, (final, _resid) in enumerate(firsts) if not session.tokenizer.decode([final]).strip()]
+    for i, result in zip(again, final_tokens(session, [candidates[i][0] + " " for i in again])):
+        firsts[i] = result
+    return [resid if final in _first_ids(session, answer) else None
+            for (final, resid), (_prompt, answer) in zip(firsts, candidates)]
 
 
 def wikipedia_sentences(seed: int) -> list[str]:
@@ -70,12 +75,46 @@ def wikipedia_sentences(seed: int) -> list[str]:
     return lines
 
 
+def _candidates(nlp, seed: int, tags: Sequence[str]) -> Iterator[tuple[str, str, str]]:
+    """(tag, prompt, answer) of every spaCy sentence of :func:`wikipedia_sentences`, in order."""
+    for doc in nlp.pipe(wikipedia_sentences(seed), batch_size=32):
+        for sent in doc.sents:
+            for tag, (prompt, answer) in pos_candidates(sent, tags).items():
+                yield tag, prompt, answer
+
+
+def _next_chunk(candidates: Iterator[tuple[str, str, str]], kept: dict[str, int], tried: dict[str, int], n: int,
+                max_tries: int) -> list[tuple[str, str, str]]:
+    """Up to :data:`CHUNK` candidates that the one-at-a-time loop could still try given the counts so far.
+
+    A candidate is left out when its tag is full (n kept) or its tries so far plus those already in the chunk
+    reach ``max_tries``: the one-at-a-time loop would skip it too (an earlier candidate of the chunk that it
+    skips means the tag was full, and every later one is skipped as well).
+    """
+    chunk: list[tuple[str, str, str]] = []
+    pending = {tag: 0 for tag in kept}
+
+    def closed(tag: str) -> bool:
+        return kept[tag] >= n or tried[tag] + pending[tag] >= max_tries
+
+    if all(closed(t) for t in kept):
+        return chunk  # every tag is done: read no further sentence
+    for tag, prompt, answer in candidates:
+        if not closed(tag):
+            chunk.append((tag, prompt, answer))
+            pending[tag] += 1
+        if len(chunk) == CHUNK or all(closed(t) for t in kept):
+            break
+    return chunk
+
+
 def pos_section(session: ModelSession, lens: Lens, n: int, seed: int = 42, progress: Progress = no_progress,
                 tags: Sequence[str] = POS_TAGS, max_tries: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """-> (rows: tag, example, prompt, answer, layer, rank, prob, guess; counts: tag, kept, tried).
 
     Up to ``n`` correctly predicted examples per tag from spaCy-tagged sentences of the Wikipedia sample;
-    ``max_tries`` caps model calls per tag (default 30 n).
+    ``max_tries`` caps model calls per tag (default 30 n). Candidates are checked in batched chunks and the
+    results applied in sentence order, so the kept examples and counts are those of a one-at-a-time loop.
     """
     import spacy  # heavy optional: only the part-of-speech section needs spaCy
 
@@ -86,22 +125,19 @@ def pos_section(session: ModelSession, lens: Lens, n: int, seed: int = 42, progr
     kept = {t: 0 for t in tags}
     tried = {t: 0 for t in tags}
     frames = []
-    for doc in nlp.pipe(wikipedia_sentences(seed), batch_size=32):
-        for sent in doc.sents:
-            for tag, (prompt, answer) in pos_candidates(sent, tags).items():
-                if kept[tag] >= n or tried[tag] >= max_tries:
-                    continue
-                tried[tag] += 1
-                resid = check_prediction(session, prompt, answer)
-                if resid is None:
-                    continue
-                frames.append(readout_rows(readout(lens, resid), tag=tag, example=kept[tag], prompt=prompt,
-                                           answer=answer))
-                kept[tag] += 1
-            done = sum(min(1.0, max(kept[t] / n, tried[t] / max_tries)) for t in tags) / len(tags)
-            progress(done, f"POS: kept {sum(kept.values())} of {sum(tried.values())} tried")
-        if all(kept[t] >= n or tried[t] >= max_tries for t in tags):
-            break
+    candidates = _candidates(nlp, seed, tags)
+    while chunk := _next_chunk(candidates, kept, tried, n, max_tries):
+        for (tag, prompt, answer), resid in zip(chunk, check_predictions(session, [(p, a) for _t, p, a in chunk])):
+            if kept[tag] >= n or tried[tag] >= max_tries:
+                continue
+            tried[tag] += 1
+            if resid is None:
+                continue
+            frames.append(readout_rows(readout(lens, resid), tag=tag, example=kept[tag], prompt=prompt,
+                                       answer=answer))
+            kept[tag] += 1
+        done = sum(min(1.0, max(kept[t] / n, tried[t] / max_tries)) for t in tags) / len(tags)
+        progress(done, f"POS: kept {sum(kept.values())} of {sum(tried.values())} tried")
     counts = pd.DataFrame({"tag": list(tags), "kept": [kept[t] for t in tags], "tried": [tried[t] for t in tags]})
     if not frames:
         raise ValueError("No POS example was predicted correctly; raise n or try another seed.")

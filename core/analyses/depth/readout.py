@@ -11,6 +11,7 @@ import torch
 
 from core.lenses.base import Lens
 from core.lenses.stats import output_logits, readout_logits
+from core.model.batch import last_residuals
 from core.model.session import ModelSession
 
 CURVE_COLUMNS = ["group", "k", "mean_layer", "std_layer", "n"]
@@ -40,14 +41,15 @@ def ranks_from_probs(probs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.
     return ranks, target_p
 
 
-def final_token(session: ModelSession, ids: torch.Tensor) -> tuple[int, torch.Tensor]:
-    """[pos] ids -> (greedy next id, [layer+1, 1, d_model] residual at the last position).
+def final_tokens(session: ModelSession, prompts: Sequence[str | torch.Tensor]) -> list[tuple[int, torch.Tensor]]:
+    """Prompts (text or [pos] ids) -> per prompt (greedy next id, [layer+1, 1, d_model] residual at the last
+    position), from batched passes (:func:`core.model.batch.last_residuals`).
 
     The id is the argmax of :func:`core.lenses.stats.output_logits` on the same [1, d_model] state that
     :func:`readout` reads, so it is exactly the readout's ``final_id``.
     """
-    resid = session.trace(ids).resid[:, -1:]  # [layer+1, 1, d_model]
-    return int(output_logits(session.adapter, resid[-1])[0].argmax()), resid
+    resids = last_residuals(session, prompts)  # [layer+1, 1, d_model] each
+    return [(int(output_logits(session.adapter, resid[-1])[0].argmax()), resid) for resid in resids]
 
 
 def readout(lens: Lens, resid: torch.Tensor, targets: Sequence[int] | None = None) -> Readout:

@@ -1,9 +1,10 @@
 """Top-k order: what one forward pass per text yields, collected once and cached per text.
 
 For each text (bundled Wikipedia evaluation split, truncated to ``max_tokens`` and counted when it is):
-one ``session.trace``; the logit lens's top-k ids and probabilities at every block output (chunked over
-layers, never [layer, pos, vocab] at once; the last layer's top-k is the model's own output's top-k); the
-cosine between consecutive pre-norm block outputs. Residuals are not stored: probes re-trace.
+one trace (texts not yet cached run in padded batches, :mod:`core.model.batch`); the logit lens's top-k ids
+and probabilities at every block output (chunked over layers, never [layer, pos, vocab] at once; the last
+layer's top-k is the model's own output's top-k); the cosine between consecutive pre-norm block outputs.
+Residuals are not stored: probes re-trace.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import random
 import threading
+from contextlib import ExitStack
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -20,10 +22,11 @@ import torch
 
 from core.analyses.topk.params import DEFAULT_K, DEFAULT_MAX_TOKENS, TopkParams, check_params
 from core.analyses.topk.saturation import saturation_layers, slot_match_from_top_ids
-from core.cache import cached
+from core.cache import cached, results_cache, stable_key
 from core.data import evaluation_texts, wikipedia_paragraphs
 from core.layers import layers_of_block_array
 from core.lenses.stats import logit_lens_top_k
+from core.model.batch import iter_traces
 from core.model.session import ModelSession, Trace
 from core.progress import Progress, no_progress
 
@@ -108,11 +111,22 @@ def _bos_offset(session: ModelSession, ids: torch.Tensor) -> int:
 
 def compute_record(session: ModelSession, text: str, k: int, max_tokens: int) -> TextRecord:
     ids, n_original = text_ids(session, text, max_tokens)
-    trace = session.trace(ids)
+    return record_from_trace(session, session.trace(ids), n_original, k)
+
+
+def record_from_trace(session: ModelSession, trace: Trace, n_original: int, k: int) -> TextRecord:
+    """One text's :class:`TextRecord` from its trace (one-at-a-time or batched: the same reductions)."""
+    ids = trace.input_ids
     top_ids, top_probs = lens_top_k(session, trace, k)
     return TextRecord(input_ids=ids.numpy(), top_ids=top_ids.astype(np.int32), top_probs=top_probs,
                       cosine=consecutive_cosine(trace.resid), n_tokens_original=n_original,
                       first_pos=_bos_offset(session, ids))
+
+
+def _record_parts(session: ModelSession, text: str, k: int, max_tokens: int) -> dict:
+    """The disk-cache key parts of one text's record."""
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return {"model": session.identity(), "text": digest, "k": k, "max_tokens": max_tokens, "version": VERSION}
 
 
 def collect_text(session: ModelSession, text: str, k: int = DEFAULT_K,
@@ -120,8 +134,7 @@ def collect_text(session: ModelSession, text: str, k: int = DEFAULT_K,
     """:func:`compute_record`, disk-cached per (model, text, k, max_tokens)."""
 
     check_params(k, max_tokens)
-    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    parts = {"model": session.identity(), "text": digest, "k": k, "max_tokens": max_tokens, "version": VERSION}
+    parts = _record_parts(session, text, k, max_tokens)
     with _text_lock(tuple(parts.values())):  # sections running at once in the app share one computation
         return cached("topk-text", lambda: compute_record(session, text, k, max_tokens), **parts)
 
@@ -133,13 +146,40 @@ def _text_lock(key: tuple) -> threading.Lock:
 
 def collect(session: ModelSession, texts: list[str], k: int = DEFAULT_K, max_tokens: int = DEFAULT_MAX_TOKENS,
             progress: Progress = no_progress, label: str = "") -> list[TextRecord]:
-    """One :class:`TextRecord` per text, with progress."""
-    records = []
-    for i, text in enumerate(texts):
-        progress(i / len(texts), f"{label}text {i + 1}/{len(texts)}")
-        records.append(collect_text(session, text, k, max_tokens))
+    """One :class:`TextRecord` per text, with progress: cached records are read, the others computed from
+    padded batched passes (:func:`core.model.batch.iter_traces`) and stored, under the texts' locks (taken in
+    key order, so sections collecting overlapping texts at once share the work and never deadlock)."""
+    check_params(k, max_tokens)
+    parts = [_record_parts(session, text, k, max_tokens) for text in texts]
+    keys = [stable_key("topk-text", **p) for p in parts]
+    store = results_cache()
+    found: dict[str, TextRecord] = {}
+    missing = sorted({key: tuple(p.values()) for key, p in zip(keys, parts) if store.get(key) is None}.items())
+    with ExitStack() as stack:
+        for _key, lock_key in missing:
+            stack.enter_context(_text_lock(lock_key))
+        for key in keys:  # re-read under the locks: another section may have just stored them
+            hit = store.get(key, default=None)
+            if hit is not None:
+                found[key] = hit
+        todo = {key: text for key, text in zip(keys, texts) if key not in found}
+        if todo:
+            found.update(_compute_records(session, todo, k, max_tokens, progress, label))
     progress(1.0, f"{label}{len(texts)} texts read")
-    return records
+    return [found[key] for key in keys]
+
+
+def _compute_records(session: ModelSession, todo: dict[str, str], k: int, max_tokens: int, progress: Progress,
+                     label: str) -> dict[str, TextRecord]:
+    """cache key -> the record of its text, from batched traces; each record is stored as it is made."""
+    store, keys = results_cache(), list(todo)
+    inputs = [text_ids(session, todo[key], max_tokens) for key in keys]  # ([pos] ids, untruncated length)
+    out: dict[str, TextRecord] = {}
+    for i, trace in iter_traces(session, [ids for ids, _n in inputs]):
+        out[keys[i]] = record_from_trace(session, trace, inputs[i][1], k)
+        store.set(keys[i], out[keys[i]])
+        progress(len(out) / (len(keys) + 1), f"{label}text {len(out)}/{len(keys)} computed")
+    return out
 
 
 def pooled_saturation(records: list[TextRecord]) -> tuple[np.ndarray, pd.DataFrame]:
