@@ -16,6 +16,7 @@ import diskcache
 import torch
 
 from core import CORE_VERSION
+from core.model.arch import loaded_named_parameters
 from core.paths import cache_dir
 
 T = TypeVar("T")
@@ -30,7 +31,7 @@ def results_cache() -> diskcache.Cache:
 def weight_fingerprint(model: torch.nn.Module, sample: int = 4096) -> str:
     """Short digest of the model's weights: shapes plus a strided sample of every parameter's values."""
     digest = hashlib.sha256()
-    for name, param in model.named_parameters():
+    for name, param in loaded_named_parameters(model):  # offloaded (meta) weights read with their real values
         flat = param.detach().reshape(-1)
         step = max(1, flat.numel() // sample)
         digest.update(name.encode())

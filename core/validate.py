@@ -7,6 +7,7 @@ second; model sizes come from the model's ``config.json`` (never its weights).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import re
@@ -82,8 +83,9 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 """auto = float32 on CPU, bfloat16 on a GPU that supports it (else float16)."""
 DEFAULT_DTYPE = "float32"
 DEFAULT_DEVICE = "cpu"
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N")
-"""auto = cuda when a GPU is present, else cpu. "auto-shard" (accelerate device_map="auto") is reserved."""
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N", "auto-shard")
+"""auto = cuda when a GPU is present, else cpu; auto-shard = accelerate's device_map="auto" (blocks spread over the
+GPUs, then CPU RAM, then disk under cache/offload/)."""
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|auto-shard)$")
 _PRECISION_PART = re.compile(r",(dtype|device)=([^,]*)$")
 
@@ -96,12 +98,13 @@ def dtype_name(value: str) -> str:
 def device_name(value: str, check_hardware: bool = True) -> str:
     """``value`` when it names a device this machine has: auto, cpu, cuda or cuda:N (a GPU must be present).
 
-    auto-shard is refused (not available yet); ``check_hardware=False`` checks the spelling only."""
+    auto-shard (no GPU needed: without one the model spreads over CPU RAM and disk) needs the accelerate package;
+    ``check_hardware=False`` checks the spelling only."""
     if not isinstance(value, str) or not _DEVICE.match(value):
         raise ValueError(f"Unknown device {value!r}; choose from {', '.join(DEVICE_CHOICES)}.")
-    if value == "auto-shard":
-        raise ValueError("Device 'auto-shard' (a model split over several GPUs) is not available yet; "
-                         "use auto, cpu or cuda:N.")
+    if value == "auto-shard" and importlib.util.find_spec("accelerate") is None:
+        raise ValueError("Device 'auto-shard' needs the 'accelerate' package, which is not installed "
+                         "(pip install accelerate); use auto, cpu or cuda:N.")
     if check_hardware and value.startswith("cuda"):
         _check_gpu(value)
     return value

@@ -24,8 +24,9 @@ _DTYPE_HELP = ("Precision of the weights. auto: float32 on CPU, bfloat16 on a GP
 
 
 def _device_options(current: str) -> list[str]:
-    """auto, cpu, each GPU of this machine, and ``current`` when it is none of them (its load then says why)."""
-    options = ["auto", "cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    """auto, cpu, each GPU of this machine, auto-shard (spread over the GPUs, CPU RAM and disk), and ``current``
+    when it is none of them (its load then says why)."""
+    options = ["auto", "cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())] + ["auto-shard"]
     return options if current in options else options + [current]
 
 

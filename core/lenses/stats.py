@@ -78,8 +78,11 @@ def layer_groups(n_layers: int, tile: int, vocab: int) -> list[list[int]]:
 
 
 def _device_of(adapter) -> tuple[torch.device, torch.dtype]:
+    """Where and in what dtype lens products run: where the unembedding lives (its weight may sit on "meta"
+    between calls when accelerate offloaded it, so the adapter asks its hook), in the weights' dtype."""
     weight = adapter.unembed_module.weight
-    return weight.device, weight.dtype
+    device = getattr(adapter, "unembed_device", weight.device)  # the ViT / Whisper adapters are never sharded
+    return device, weight.dtype
 
 
 @torch.no_grad()

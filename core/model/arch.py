@@ -15,11 +15,17 @@ Shapes use one vocabulary: layer, pos, head, d_head, d_model, d_mlp, vocab. ``la
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Literal
+from typing import Iterator, Literal
 
 import torch
 from torch import nn
+
+try:  # optional: only a model spread by accelerate (device "auto-shard") keeps weights offloaded between calls
+    from accelerate.utils import align_module_device, has_offloaded_params
+except ImportError:  # pragma: no cover - accelerate comes with the app's dependencies
+    align_module_device = has_offloaded_params = None
 
 NormKind = Literal["layernorm", "rmsnorm"]
 BLOCK_KWARGS = ("position_ids", "use_cache", "position_embeddings")
@@ -155,11 +161,56 @@ def resolve(root: nn.Module, path: str) -> nn.Module:
 
 
 
+def execution_device(module: nn.Module, default: torch.device | None = None) -> torch.device:
+    """The device ``module``'s forward computes on, where its inputs must be sent.
+
+    On a model spread by accelerate (``device_map``) that is its hook's execution device: offloaded weights sit on
+    "meta" between calls, so the parameters cannot say. Otherwise the device of its first real parameter or
+    buffer; ``default`` (cpu when None) for a module that has neither."""
+    hooks = [getattr(module, "_hf_hook", None)]
+    hooks += list(getattr(hooks[0], "hooks", ()))  # accelerate's SequentialHook chains several
+    for hook in hooks:
+        device = getattr(hook, "execution_device", None)
+        if device is not None:
+            return torch.device(device)  # accelerate may give a bare GPU index
+    for tensor in (*module.parameters(), *module.buffers()):
+        if tensor.device.type != "meta":
+            return tensor.device
+    return default if default is not None else torch.device("cpu")
+
+
+def module_weight(module: nn.Module) -> torch.Tensor:
+    """``module.weight`` with real values: a weight accelerate offloaded (to CPU RAM or disk, "meta" between
+    calls) is brought in for the read and returned as a detached copy on the module's execution device."""
+    weight = module.weight
+    if weight.device.type != "meta" or has_offloaded_params is None or not has_offloaded_params(module):
+        return weight
+    with align_module_device(module):
+        return module.weight.detach().clone()
+
+
+def loaded_named_parameters(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    """``model.named_parameters()`` (same names, same order, tied ones once) with real values, also for the weights
+    accelerate offloaded ("meta" between calls): each module's are brought in while its items are read, so a
+    value is valid until the next item is asked for (copy what must outlive that). For whole-model reads such as
+    a weight fingerprint."""
+    seen: set[int] = set()
+    for prefix, module in model.named_modules():
+        direct = [(name, p) for name, p in module.named_parameters(recurse=False) if id(p) not in seen]
+        if not direct:
+            continue
+        seen.update(id(p) for _, p in direct)
+        offloaded = has_offloaded_params is not None and has_offloaded_params(module)
+        with align_module_device(module) if offloaded else nullcontext():
+            for name, _ in direct:  # re-read: bringing weights in replaces the parameter objects
+                yield (f"{prefix}.{name}" if prefix else name), getattr(module, name).detach()
+
+
 def _linear_weight_in_out(module: nn.Module) -> torch.Tensor:
     """The weight as ``[in, out]``: nn.Linear stores ``[out, in]``, GPT-2's Conv1D ``[in, out]``."""
     if isinstance(module, nn.Linear):
-        return module.weight.T
-    return module.weight  # transformers' Conv1D
+        return module_weight(module).T
+    return module_weight(module)  # transformers' Conv1D
 
 
 class Adapter:
@@ -271,13 +322,32 @@ class Adapter:
 
     # -- maths ---------------------------------------------------------------------------------
     def final_norm(self, resid: torch.Tensor) -> torch.Tensor:
-        """[..., d_model] pre-norm residual -> [..., d_model] what the unembedding reads."""
-        normed = self.final_norm_module(resid)
-        return self.final_proj(normed) if self.final_proj is not None else normed
+        """[..., d_model] pre-norm residual -> [..., d_model] what the unembedding reads (computed on the norm's
+        device: on a model spread over devices it may not be where ``resid`` is)."""
+        normed = self.final_norm_module(resid.to(execution_device(self.final_norm_module)))
+        if self.final_proj is None:
+            return normed
+        return self.final_proj(normed.to(execution_device(self.final_proj)))
 
     def unembed(self, normed: torch.Tensor) -> torch.Tensor:
-        """[..., d_model] after the final norm -> [..., vocab] logits (bias included where present)."""
-        return self.unembed_module(normed)
+        """[..., d_model] after the final norm -> [..., vocab] logits (bias included where present), computed
+        where the unembedding lives (:attr:`unembed_device`)."""
+        return self.unembed_module(normed.to(self.unembed_device))
+
+    @property
+    def embed_device(self) -> torch.device:
+        """Where the token embedding runs: the device a forward pass's input ids go to (the model's own
+        execution device when the embedding's weights are offloaded and carry no hook of their own)."""
+        return execution_device(self.model.get_input_embeddings(), execution_device(self.model))
+
+    @property
+    def unembed_device(self) -> torch.device:
+        """Where the unembedding runs: lens products are computed there."""
+        return execution_device(self.unembed_module, execution_device(self.model))
+
+    def unembed_weight(self) -> torch.Tensor:
+        """[vocab, d_model] the unembedding matrix with real values (brought in when accelerate offloaded it)."""
+        return module_weight(self.unembed_module)
 
     def head_out_weight(self, layer: int) -> torch.Tensor:
         """[head, d_head, d_model]: each head's slice of the attention output projection."""
@@ -314,8 +384,19 @@ class Adapter:
         if "use_cache" in self.arch.block_kwargs:
             kwargs["use_cache"] = False
         if "position_embeddings" in self.arch.block_kwargs and self.rotary_module is not None:
-            kwargs["position_embeddings"] = self.rotary_module(hidden, pos)  # (cos, sin), each [n, 1, d_rot]
-        for block in self.blocks[start:stop]:
-            out = block(hidden, **kwargs)
+            rotary_at = execution_device(self.rotary_module, hidden.device)
+            kwargs["position_embeddings"] = self.rotary_module(hidden.to(rotary_at), pos.to(rotary_at))  # (cos, sin)
+        for block in self.blocks[start:stop]:  # on a model spread over devices each block runs on its own
+            at = execution_device(block, hidden.device)
+            out = block(hidden.to(at), **{k: _to(v, at) for k, v in kwargs.items()})
             hidden = out[0] if isinstance(out, (tuple, list)) else out  # [n, 1, d_model]
         return hidden
+
+
+def _to(value, device: torch.device):
+    """``value`` (a tensor, a tuple of tensors or anything else) with its tensors on ``device``."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, tuple):
+        return tuple(_to(v, device) for v in value)
+    return value

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import os
+import re
 import shutil
 import socket
 import threading
@@ -25,8 +26,23 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 from core.model.arch import supported_model_types
 from core.paths import cache_dir
 from core.progress import Progress, no_progress
-from core.validate import BUNDLED, BUNDLED_DIR, RANDOM_PREFIX, model_source, split_model  # noqa: F401
-from core.validate import DEFAULT_DEVICE, DEFAULT_DTYPE, join_precision, precision
+from core.validate import (  # noqa: F401
+    BUNDLED,
+    BUNDLED_DIR,
+    DEFAULT_DEVICE,
+    DEFAULT_DTYPE,
+    RANDOM_PREFIX,
+    join_precision,
+    model_source,
+    precision,
+    split_model,
+)
+
+try:  # optional: only device "auto-shard" (a model spread over devices) needs it; validate refuses it without
+    from accelerate import dispatch_model, infer_auto_device_map
+    from accelerate.utils import convert_file_size_to_int
+except ImportError:  # pragma: no cover - accelerate comes with the app's dependencies
+    dispatch_model = infer_auto_device_map = convert_file_size_to_int = None
 
 try:  # optional: the free-memory figure falls back to /proc/meminfo without it
     import psutil
@@ -52,9 +68,12 @@ class ModelSpec:
     """Everything that identifies a loaded model. ``source`` is "bundled", a hub id or a local path.
 
     dtype: auto | float32 | bfloat16 | float16 (auto: float32 on CPU, bfloat16 on a GPU that supports it, else
-    float16). device: auto | cpu | cuda | cuda:N (auto: cuda when present); "auto-shard" is reserved for a model
-    split by accelerate over several devices. The defaults (float32, cpu) are what every spec was before these
-    fields existed, so old keys, URLs and cached results mean what they meant.
+    float16). device: auto | cpu | cuda | cuda:N (auto: cuda when present) | auto-shard: accelerate's
+    ``device_map="auto"`` spreads the blocks over the GPUs, then CPU RAM, then disk (``cache/offload/<model key>``,
+    nowhere else), each capped by the environment variable ``LAYERSCOPE_MAX_MEMORY`` when set, e.g.
+    ``"0:20GiB,1:20GiB,cpu:60GiB"`` (GPU index or ``cpu`` : size; a device it leaves out gets nothing; unset:
+    what each device has free); see :func:`max_memory`. The defaults (float32, cpu) are what every spec was before
+    these fields existed, so old keys, URLs and cached results mean what they meant.
     """
 
     source: str = BUNDLED
@@ -87,7 +106,8 @@ class ModelSpec:
         """float32 | bfloat16 | float16: ``auto`` is float32 on CPU, bfloat16 on CUDA where supported, else float16."""
         if self.dtype != "auto":
             return self.dtype
-        if not self.resolved_device().startswith("cuda"):
+        sharded_on_gpu = self.device == "auto-shard" and torch.cuda.is_available()  # blocks go to the GPUs first
+        if not (self.resolved_device().startswith("cuda") or sharded_on_gpu):
             return "float32"
         return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
 
@@ -212,28 +232,83 @@ def load_model(spec: ModelSpec, progress: Progress = no_progress) -> tuple[PreTr
     except ValueError as err:
         raise ModelLoadError(str(err)) from None
     source, extra = _resolve_source(spec, progress)
+    sharded = spec.resolved_device() == "auto-shard"
+    if sharded and "gguf_file" in extra:
+        raise ModelLoadError("Device 'auto-shard' cannot spread a GGUF file (it is de-quantised whole); "
+                             "use cpu or cuda:N, or convert it to a model folder first.")
     config = _load_config(source, extra, spec)
     _check_supported(config)
     dtype = spec.torch_dtype()
+    placement = _shard_kwargs(spec) if sharded else {}
     local = {"local_files_only": True} if Path(source).is_dir() or not hub_reachable() else {}
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False, **local, **extra)
         progress(0.6, f"Loading {spec.label()}…")
         if spec.random_init:
             model = build_random_twin(config, spec.seed, dtype)
+            model = _dispatch(model, placement) if sharded else model
         else:
             model = AutoModelForCausalLM.from_pretrained(
                 source, trust_remote_code=False, dtype=dtype, attn_implementation=attention_kernel(config),
-                **local, **extra,
+                **local, **extra, **placement,
             )
     except ModelLoadError:
         raise
     except Exception as err:  # noqa: BLE001
         raise ModelLoadError(f"Could not load model '{spec.source}': {str(err).splitlines()[0][:300]}") from err
-    model = model.to(spec.resolved_device()).eval()
+    model = (model if sharded else model.to(spec.resolved_device())).eval()  # accelerate placed a sharded one
     model.requires_grad_(False)
     progress(1.0, "Model loaded.")
     return model, tokenizer
+
+
+# -- auto-shard ----------------------------------------------------------------------------------------------
+MAX_MEMORY_ENV = "LAYERSCOPE_MAX_MEMORY"
+_MEMORY_PART = re.compile(r"^\s*(\d+|cpu)\s*:\s*(\d+(?:\.\d+)?)\s*([KMG]i?B)?\s*$", re.IGNORECASE)
+
+
+def max_memory(text: str | None = None) -> dict[int | str, int] | None:
+    """``"0:20GiB,cpu:60GiB"`` (default: ``$LAYERSCOPE_MAX_MEMORY``) -> {0: 21474836480, "cpu": 64424509440}: bytes,
+    accelerate's per-device caps for auto-shard; None when unset (accelerate then uses what each device has free).
+    Units KB/MB/GB (powers of 1000) or KiB/MiB/GiB, any case; a bare number is bytes. One-line ModelLoadError for
+    anything else."""
+    text = os.environ.get(MAX_MEMORY_ENV, "") if text is None else text
+    if not text.strip():
+        return None
+    caps: dict[int | str, int] = {}
+    for part in text.split(","):
+        found = _MEMORY_PART.match(part)
+        if found is None:
+            raise ModelLoadError(f"{MAX_MEMORY_ENV} must look like '0:20GiB,cpu:60GiB' (GPU index or cpu : size), "
+                                 f"not {text!r}.")
+        device, number, unit = found.group(1).lower(), found.group(2), (found.group(3) or "").upper()
+        size = convert_file_size_to_int(number + unit) if unit else int(float(number))  # upper case: bytes, not bits
+        caps[device if device == "cpu" else int(device)] = size
+    return caps
+
+
+def offload_dir(spec: ModelSpec) -> Path:
+    """Where auto-shard may offload weights that fit neither the GPUs nor CPU RAM: ``cache/offload/<model key>``,
+    one folder per model (accelerate reuses an offload folder's index, so two models must never share one)."""
+    return cache_dir() / "offload" / re.sub(r"[^A-Za-z0-9._-]+", "_", spec.key())
+
+
+def _shard_kwargs(spec: ModelSpec) -> dict:
+    """The from_pretrained keywords that spread ``spec`` over devices (accelerate's device_map="auto"); the offload
+    folder starts empty so a stale index of an earlier load is never read."""
+    folder = offload_dir(spec)
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    caps = max_memory()
+    return {"device_map": "auto", "offload_folder": str(folder), **({"max_memory": caps} if caps else {})}
+
+
+def _dispatch(model: PreTrainedModel, placement: dict) -> PreTrainedModel:
+    """Spread an in-memory model (a random twin) as from_pretrained spreads a checkpoint: accelerate's map for
+    the caps in ``placement`` (blocks never split), weights that fit nowhere written to its offload folder."""
+    device_map = infer_auto_device_map(model, max_memory=placement.get("max_memory"),
+                                       no_split_module_classes=model._no_split_modules, dtype=model.dtype)
+    return dispatch_model(model, device_map=device_map, offload_dir=placement["offload_folder"])
 
 
 def build_random_twin(config, seed: int = 0, dtype: torch.dtype = torch.float32) -> PreTrainedModel:
@@ -305,7 +380,9 @@ def model_facts(model: torch.nn.Module) -> ModelFacts:
     tensors = [*model.parameters(), *model.buffers()]
     n_bytes = sum(t.numel() * t.element_size() for t in tensors)
     dtypes = sorted({str(t.dtype).removeprefix("torch.") for t in model.parameters()})
-    devices = sorted({str(t.device) for t in model.parameters()})
+    placed = getattr(model, "hf_device_map", None)  # spread by accelerate: offloaded weights sit on "meta"
+    devices = sorted({f"cuda:{d}" if isinstance(d, int) else str(d) for d in placed.values()} if placed
+                     else {str(t.device) for t in model.parameters()})
     return ModelFacts(n_bytes, tuple(dtypes), tuple(devices))
 
 

@@ -91,7 +91,8 @@ class ModelSession:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        """Where input ids go: the embedding's device (a model spread over devices has blocks elsewhere)."""
+        return self.adapter.embed_device
 
     @property
     def max_tokens(self) -> int:

@@ -7,13 +7,12 @@ import threading
 
 import pytest
 import torch
+from conftest import ARCHS, SessionFactory, build_tiny_model
+from numerics import assert_top1_within_ties
 from transformers import AutoConfig, PreTrainedTokenizerFast
 
 from core.model.loading import attention_kernel, eager_attention
 from core.model.session import CAPTURABLE, ModelSession, Trace
-
-from conftest import ARCHS, SessionFactory, build_tiny_model
-from numerics import assert_top1_within_ties
 
 PROMPT = "The capital of France is Paris, and the capital of Italy is"
 NO_SDPA = {"gptj"}

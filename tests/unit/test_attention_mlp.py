@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from numerics import assert_top1_within_ties
 
 from core.analyses.attention_mlp import neurons as amlp
 from core.analyses.attention_mlp import prompts as amlp_prompts
@@ -33,8 +34,6 @@ from core.analyses.topics.neuron import TopicParams
 from core.analyses.topics.vocab import vocab_logits
 from core.model.loading import ModelSpec
 from core.model.session import ModelSession
-
-from numerics import assert_top1_within_ties
 
 PROMPT = "The capital of Italy is Rome, and the capital of Spain is Madrid."
 DECOMPOSED_ARCHS = ("gpt2", "llama", "qwen2", "gpt_neox", "gptj", "opt")

@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import ARCHS
+from numerics import assert_top1_within_ties, assert_top_k_within_ties
 
 from core.analyses.attention_mlp import prompts as amlp_prompts
 from core.analyses.attention_mlp.passes import neuron_acts
@@ -26,13 +28,10 @@ from core.analyses.topk import collect as topk_collect
 from core.lenses import training
 from core.lenses.logit import LogitLens
 from core.lenses.patchscope import question_patchscope
-from core.lenses.training import collect_residuals, mean_kl_by_layer
-
 from core.lenses.stats import output_logits
+from core.lenses.training import collect_residuals, mean_kl_by_layer
 from core.model import batch as batch_mod
 from core.model.batch import iter_traces, pad_right, plan_batches, token_budget, trace_batch
-from conftest import ARCHS
-from numerics import assert_top1_within_ties, assert_top_k_within_ties
 
 RTOL, ATOL = 1e-4, 1e-5
 """float32 residuals of a batched vs an unbatched pass: a few ulps per block, 3 tiny blocks of width 48."""

@@ -6,14 +6,13 @@ import threading
 
 import pytest
 import torch
+from numerics import assert_top1_within_ties, assert_top_k_within_ties
 from torch import nn
 from transformers.utils import ModelOutput
 
 from core.lenses.logit import LogitLens
 from core.lenses.stats import lens_stats
 from core.model.session import CAPTURABLE, ModelSession, Trace
-
-from numerics import assert_top1_within_ties, assert_top_k_within_ties
 
 ALL_CAPTURES = CAPTURABLE
 

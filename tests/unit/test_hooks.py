@@ -9,6 +9,7 @@ import threading
 
 import pytest
 import torch
+from conftest import ARCHS
 from torch import nn
 
 from core.layers import block_of_layer
@@ -22,8 +23,6 @@ from core.model.hooks import (
     residual_site,
 )
 from core.model.session import ModelSession
-
-from conftest import ARCHS
 
 PROMPT = "The capital of France is Paris, and the capital of Italy is"
 SUB_BLOCK_SITES = tuple(site for site, info in SITES.items() if info.part is not None)

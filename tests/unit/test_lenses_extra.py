@@ -6,6 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import ARCHS
+from numerics import assert_top1_within_ties
 
 from core.analyses.extraction import extraction_rows, qualitative_checks, summarise
 from core.lenses.learned import AffineLens, TrainedLenses, TunedLens, load_lenses, new_package_lens, save_lenses
@@ -14,8 +16,6 @@ from core.lenses.patchscope import Patchscope, identity_patchscope, question_pat
 from core.lenses.stats import lens_stats
 from core.lenses.training import TrainingConfig, collect_residuals, fit_closed_form, mean_kl_by_layer, refine_kl
 
-from conftest import ARCHS
-from numerics import assert_top1_within_ties
 PROMPT = "The capital of France is Paris, and the capital of Italy is"
 TEXTS = [
     "The capital of France is Paris. The capital of Italy is Rome.",

@@ -16,8 +16,19 @@ from core import validate
 from core.cli.main import build_parser
 from core.cli.main import main as cli_main
 from core.model.arch import supported_model_types
-from core.model.loading import (BUNDLED, BUNDLED_LABEL, ModelLoadError, ModelSpec, attention_kernel, available_memory,
-                                 build_random_twin, estimate_model_bytes, load_model, model_facts, models_to_release)
+from core.model.loading import (
+    BUNDLED,
+    BUNDLED_LABEL,
+    ModelLoadError,
+    ModelSpec,
+    attention_kernel,
+    available_memory,
+    build_random_twin,
+    estimate_model_bytes,
+    load_model,
+    model_facts,
+    models_to_release,
+)
 from core.model.session import ModelSession
 
 CORE_DIR = Path(core.model.loading.__file__).resolve().parents[1]  # core/
@@ -125,7 +136,6 @@ def test_auto_on_a_gpu(two_gpus: Callable[[bool], None], bf16: bool, dtype: str)
         ("bundled,dtype=fp8", "Unknown dtype 'fp8'; choose from auto, float32, bfloat16, float16"),
         ("bundled,device=tpu", "Unknown device 'tpu'"),
         ("bundled,device=cuda:x", "Unknown device 'cuda:x'"),
-        ("bundled,device=auto-shard", "not available yet"),
     ],
 )
 def test_bad_precision_is_one_line(text: str, message: str) -> None:
@@ -135,7 +145,7 @@ def test_bad_precision_is_one_line(text: str, message: str) -> None:
         assert "\n" not in str(err.value)
 
 
-@pytest.mark.parametrize("device", ["cuda", "cuda:0", "auto-shard"])
+@pytest.mark.parametrize("device", ["cuda", "cuda:0"])  # auto-shard needs no GPU: tests/unit/test_sharding.py
 def test_missing_gpu_refused_before_loading(no_gpu: None, monkeypatch: pytest.MonkeyPatch, device: str) -> None:
     monkeypatch.setattr(core.model.loading, "_resolve_source", lambda *a: pytest.fail("loading began"))
     with pytest.raises(ModelLoadError) as err:
@@ -162,7 +172,7 @@ def test_cli_flags_fold_into_the_model_key() -> None:
 
 @pytest.mark.parametrize(("flags", "message"), [
     (["--dtype", "half"], "argument --dtype: Unknown dtype 'half'"),
-    (["--device", "auto-shard"], "argument --device: Device 'auto-shard'"),
+    (["--device", "tpu"], "Unknown device 'tpu'"),
 ])
 def test_cli_bad_precision_is_one_line(capsys: pytest.CaptureFixture[str], flags: list[str], message: str) -> None:
     with pytest.raises(SystemExit) as exit_:

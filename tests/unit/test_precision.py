@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 import streamlit as st
 import torch
+from conftest import ARCHS, tiny_config
+from numerics import assert_top1_within_ties
 from streamlit.testing.v1 import AppTest
 
 import core.lenses.stats as stats
-from conftest import ARCHS, tiny_config
 from core.lenses.stats import lens_stats, output_logits
 from core.model.loading import ModelSpec, build_random_twin, load_model
 from core.model.session import ModelSession
-from numerics import assert_top1_within_ties
 
 PROMPT = "The capital of France is Paris, and Rome is a city in Italy. The quick brown fox jumps over the lazy dog."
 BF16_RESID_RTOL = 0.06
@@ -180,7 +180,7 @@ def test_sidebar_precision_from_the_url(tiny_folder: str) -> None:
 
 
 @pytest.mark.parametrize(("suffix", "message"), [(",dtype=fp8", "Unknown dtype 'fp8'"),
-                                                  (",device=auto-shard", "not available yet")])
+                                                  (",device=tpu", "Unknown device")])
 def test_sidebar_bad_precision_in_the_url(tiny_folder: str, suffix: str, message: str) -> None:
     """A link with an unknown dtype or a refused device: one warning line, the model opens in the defaults."""
     at = _home(tiny_folder + suffix)

@@ -9,12 +9,11 @@ from typing import Callable, Sequence
 import numpy as np
 import pytest
 import torch
+from numerics import assert_ranks_within_ties, assert_top1_within_ties, assert_top_k_within_ties, rank_bounds
 
 import core.lenses.stats
 from core.lenses.stats import LensStats, lens_stats
 from core.model.session import ModelSession, Trace
-
-from numerics import assert_ranks_within_ties, assert_top1_within_ties, assert_top_k_within_ties, rank_bounds
 
 SessionFactory = Callable[..., ModelSession]
 LONG_PROMPT = (

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from numerics import assert_top_k_within_ties
 
 from core.analyses.topk.early_exit import ExitInputs, better_lm_frames, exit_layers, exit_points, first_exit
 from core.analyses.topk.ordering import permutation_test, rank_order_table, strict_kendall_tau, two_proportion_z
@@ -22,8 +23,6 @@ from core.analyses.topk.probes import (
     task_labels,
 )
 from core.analyses.topk.saturation import keep_mask, saturation_layers, saturation_order, slot_match_from_top_ids
-
-from numerics import assert_top_k_within_ties
 
 
 def _ids(columns: list[list[int]]) -> np.ndarray:

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from numerics import assert_top1_saturation_within_ties
 
 import core.lenses.stats
 from core.analyses.topk import intervention as ti
@@ -28,8 +29,6 @@ from core.analyses.topk.modal_models import load_modal, tiny_vit, tiny_whisper
 from core.analyses.topk.modalities import compute_modality, decode_image, decode_wav, generated_images
 from core.analyses.topk.saturation import saturation_layers, slot_match_from_top_ids
 from core.lenses.logit import LogitLens
-
-from numerics import assert_top1_saturation_within_ties
 
 TEXT = "The capital of France is Paris. The quick brown fox jumps over the lazy dog and the capital of Italy"
 

@@ -29,6 +29,7 @@ import torch
 from core.analyses.attention_mlp.neurons import uses_layernorm
 from core.analyses.attention_mlp.passes import ablated_token_probs, model_input
 from core.layers import block_of_layer, blocks_of_layers
+from core.model.arch import module_weight
 from core.model.session import ModelSession
 
 CAPTURE = ("head_z", "attn_out", "mlp_out", "neurons")
@@ -60,8 +61,8 @@ def neuron_input(session: ModelSession, block_index: int, neuron: int) -> Neuron
         raise ValueError(f"Neuron {neuron} is outside 0..{adapter.d_mlp - 1}.")
     norm = adapter.mlp_norm(block_index)
     w = adapter.mlp_in_weight(block_index)[:, neuron].detach().float()  # [d_model]
-    gain = getattr(norm, "weight", None)
-    folded = w * gain.detach().float() if gain is not None else w.clone()
+    gain = module_weight(norm).detach().float().to(w.device) if getattr(norm, "weight", None) is not None else None
+    folded = w * gain if gain is not None else w.clone()
     layernorm = uses_layernorm(adapter)
     constant = 0.0
     bias = getattr(adapter.mlp_in_modules(block_index)[0], "bias", None)

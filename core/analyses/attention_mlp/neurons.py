@@ -16,7 +16,7 @@ import torch
 from core.analyses.attention_mlp.params import DEFAULT_PER_LAYER
 from core.analyses.attention_mlp.prompts import DEFAULT_REJECT
 from core.layers import block_of_layer, layers_of_blocks
-from core.model.arch import Adapter, _linear_weight_in_out
+from core.model.arch import Adapter, _linear_weight_in_out, module_weight
 from core.model.session import ModelSession
 
 VERSION = "3"  # 3: frames carry 1-based ``block`` / ``head_block`` columns (were 0-based ``layer`` / ``head_layer``)
@@ -56,13 +56,13 @@ def processed_unembedding(session: ModelSession) -> torch.Tensor:
     neuron's row of C and so cannot change congruence; it is left out.
     """
     adapter = session.adapter
-    w_u = adapter.unembed_module.weight.detach().float().T  # [d_final, vocab]
+    w_u = adapter.unembed_weight().detach().float().T  # [d_final, vocab] (real values also when offloaded)
     if adapter.final_proj is not None:  # OPT's project_out: d_model -> d_final
 
         w_u = _linear_weight_in_out(adapter.final_proj).detach().float() @ w_u  # [d_model, vocab]
-    gain = getattr(adapter.final_norm_module, "weight", None)
-    if gain is not None:
-        w_u = gain.detach().float()[:, None] * w_u
+    if getattr(adapter.final_norm_module, "weight", None) is not None:
+        gain = module_weight(adapter.final_norm_module).detach().float().to(w_u.device)  # [d_final]
+        w_u = gain[:, None] * w_u
     return w_u - w_u.mean(dim=1, keepdim=True)
 
 
