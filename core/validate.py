@@ -83,10 +83,12 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 """auto = float32 on CPU, bfloat16 on a GPU that supports it (else float16)."""
 DEFAULT_DTYPE = "float32"
 DEFAULT_DEVICE = "cpu"
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N", "auto-shard")
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N", "auto-shard", "ndif")
 """auto = cuda when a GPU is present, else cpu; auto-shard = accelerate's device_map="auto" (blocks spread over the
-GPUs, then CPU RAM, then disk under cache/offload/)."""
-_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|auto-shard)$")
+GPUs, then CPU RAM, then disk under cache/offload/); ndif = the model runs on NDIF through nnsight (a hub id the
+service serves; no weights here)."""
+NDIF = "ndif"
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|auto-shard|ndif)$")
 _PRECISION_PART = re.compile(r",(dtype|device)=([^,]*)$")
 
 
@@ -105,6 +107,9 @@ def device_name(value: str, check_hardware: bool = True) -> str:
     if value == "auto-shard" and importlib.util.find_spec("accelerate") is None:
         raise ValueError("Device 'auto-shard' needs the 'accelerate' package, which is not installed "
                          "(pip install accelerate); use auto, cpu or cuda:N.")
+    if value == NDIF and importlib.util.find_spec("nnsight") is None:
+        raise ValueError("Device 'ndif' needs the 'nnsight' package, which is not installed (pip install "
+                         "nnsight==0.8.1).")
     if check_hardware and value.startswith("cuda"):
         _check_gpu(value)
     return value
@@ -145,7 +150,11 @@ def join_precision(text: str, dtype: str | None = None, device: str | None = Non
 def precision(text: str, check_hardware: bool = True) -> tuple[str, str]:
     """The (dtype, device) a model key asks for, checked (defaults float32, cpu); one-line ValueError."""
     _, dtype, device = split_precision(text)
-    return dtype_name(dtype or DEFAULT_DTYPE), device_name(device or DEFAULT_DEVICE, check_hardware)
+    dtype, device = dtype_name(dtype or DEFAULT_DTYPE), device_name(device or DEFAULT_DEVICE, check_hardware)
+    if device == NDIF and dtype not in (DEFAULT_DTYPE, "auto"):
+        raise ValueError(f"NDIF runs each model in the precision it deploys it in; leave the precision out "
+                         f"(not {dtype}) with device 'ndif'.")
+    return dtype, device
 
 
 # -- models --------------------------------------------------------------------------------------------------
@@ -185,8 +194,10 @@ def model_source(text: str, need_weights: bool = True) -> str:
     Returns the source without the prefix. Only files are looked at; hub ids are checked for their shape.
     A random twin needs no weights; ``need_weights=False`` leaves the weights to the loader. The key's dtype and
     device are checked too (:func:`precision`: a GPU must be present when one is asked for)."""
-    precision(text)
+    _, device = precision(text)
     source, random_init = split_model(text)
+    if device == NDIF:
+        return ndif_source(source, random_init)
     if source == BUNDLED:
         return source
     path = Path(source).expanduser()
@@ -205,6 +216,18 @@ def model_source(text: str, need_weights: bool = True) -> str:
     if not _HUB_ID.match(source):
         raise ValueError(f"{source!r} is neither a local folder nor a hub id such as 'gpt2' or "
                          "'EleutherAI/pythia-160m'.")
+    return source
+
+
+def ndif_source(source: str, random_init: bool = False) -> str:
+    """``source`` when NDIF can serve it (a hub id), else a one-line ValueError saying what runs where."""
+    if random_init:
+        raise ValueError("A random-init twin has no weights on NDIF: run it locally (device cpu or cuda).")
+    if source == BUNDLED or looks_like_path(source) or Path(source).expanduser().exists():
+        raise ValueError(f"NDIF runs hub models it serves (such as meta-llama/Llama-3.1-70B), not "
+                         f"{'the bundled model' if source == BUNDLED else 'local files'}: run {source!r} locally.")
+    if not _HUB_ID.match(source):
+        raise ValueError(f"{source!r} is not a hub id such as 'meta-llama/Llama-3.1-8B' (NDIF serves hub models).")
     return source
 
 

@@ -12,7 +12,7 @@ INTRO = (
     "Everything runs locally: the default model, SmolLM2-135M-Instruct, ships with the app."
 )
 
-with page("Layerscope", ":material/layers:", require_model=False) as selection:
+with page("Layerscope", ":material/layers:", require_model=False, remote_ok=True) as selection:
     st.markdown(INTRO)
     home_view.page_links()  # shown even when the model failed to load
     if selection is None:

@@ -11,10 +11,10 @@ CAPTION = (
     "prompt and let the rest of the model read it."
 )
 
-with page("Lens", ":material/layers:", lens_view.URL_KEYS, caption=CAPTION) as selection:
+with page("Lens", ":material/layers:", lens_view.URL_KEYS, caption=CAPTION, remote_ok=True) as selection:  # noqa: E501
     spec_key = selection.spec.key()
     n_layers = selection.session.adapter.n_layers
-    opts = lens_view.options(n_layers)
+    opts = lens_view.options(n_layers, remote=selection.session.remote)
     result, other = lens_view.fetch_both(spec_key, selection.prompt, opts)
     cell = lens_view.heatmaps(result, other, opts, n_layers)
     lens_view.selected_cell(result, other, opts, cell, n_layers)

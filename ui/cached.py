@@ -55,7 +55,7 @@ class ModelStore:
             self.release(self.to_release(spec))
             session = _load(spec)
             self.sessions[key] = session
-            self.sizes[key] = model_facts(session.model).n_bytes
+            self.sizes[key] = 0 if session.remote else model_facts(session.model).n_bytes
             return session
 
     def to_release(self, spec: ModelSpec) -> list[str]:
@@ -139,4 +139,4 @@ def lens_result(spec_key: str, prompt: str, top_k: int, targets: tuple[str, ...]
             "Shorten it, or use `python -m core lens` for longer text."
         )
     return run_lens(session, prompt, lens=lens, top_k=top_k, targets=list(targets) or None,
-                    trace=session.trace(ids), target_ids=list(target_ids) or None)
+                    trace=None if session.ships_requests else session.trace(ids), target_ids=list(target_ids) or None)

@@ -16,10 +16,16 @@ from typing import Iterator, NoReturn, Sequence
 
 import streamlit as st
 
-from ui.sidebar import Selection, sidebar
+from core.model.remote import api_key_scope
+from ui.sidebar import Selection, ndif_key, sidebar
 from ui.state import write_url
 
 SHARED_KEYS: tuple[str, ...] = ("model", "prompt")
+
+
+REMOTE_NOTE = ("This page needs the model's weights and residual stream on this machine, so it does not run on NDIF "
+               "yet. With a model on NDIF, use the Lens page (the logit lens, computed next to the model) or the "
+               "Home page; untick \"Run on NDIF\" in the sidebar to run a model here.")
 
 
 class StopPage(Exception):
@@ -35,11 +41,13 @@ def stop_page(message: str | None = None, kind: str = "error") -> NoReturn:
 
 @contextmanager
 def page(title: str, icon: str, url_keys: Sequence[str] = (), *, heading: str | None = None,
-         caption: str = "", require_model: bool = True) -> Iterator[Selection | None]:
+         caption: str = "", require_model: bool = True, remote_ok: bool = False) -> Iterator[Selection | None]:
     """Frame one page: config, sidebar, title (``heading`` or ``title``) and caption, then the body.
 
     Yields the sidebar's selection. With ``require_model`` (the default) a model that failed to load ends the page
     after the sidebar has said why; without it the body gets ``None`` and decides (the Home page shows its links).
+    A model that runs on NDIF ends a page that does not run there (``remote_ok`` False) with a note saying where it
+    does; the body's NDIF requests use the key this browser session typed (else the server's NDIF_API_KEY).
     """
     st.set_page_config(page_title=title if title == "Layerscope" else f"{title} · Layerscope", page_icon=icon,
                        layout="wide")
@@ -52,7 +60,10 @@ def page(title: str, icon: str, url_keys: Sequence[str] = (), *, heading: str | 
         if selection is None and require_model:
             write_url(keys)  # now: after st.stop the URL can no longer be written
             st.stop()  # before the body: a context manager cannot skip its body, st.stop ends the script
-        yield selection
+        if getattr(getattr(selection, "session", None), "remote", False) and not remote_ok:
+            stop_page(REMOTE_NOTE, kind="info")
+        with api_key_scope(ndif_key()):
+            yield selection
     except StopPage:
         pass
     finally:

@@ -5,29 +5,34 @@ are the defaults, so old links open as before: float32 on CPU)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import streamlit as st
 import torch
 
 from core.model.loading import BUNDLED, ModelLoadError, ModelSpec, model_facts
 from core.model.session import ModelSession
-from core.validate import DEFAULT_DEVICE, DEFAULT_DTYPE, DTYPES, model_source, split_precision
+from core.validate import DEFAULT_DEVICE, DEFAULT_DTYPE, DTYPES, NDIF, model_source, split_precision
 from ui import cached
 from ui.state import persistent, set_value, url_value
 
 DEFAULT_PROMPT = "The capital of France is"
 _BUNDLED_CHOICE = "SmolLM2-135M-Instruct (bundled, offline)"
 _OTHER_CHOICE = "Hub id or local folder…"
+_NDIF_HELP = ("Run this hub model on NDIF (the National Deep Inference Fabric) through nnsight: no weights here, "
+              "the logit lens is computed next to the model and only its statistics come back. NDIF serves a "
+              "changing set of models (nnsight.status() lists them; Llama-3.1-70B is a dedicated one). The Lens "
+              "and Home pages run there; the other analyses need the weights here.")
+NDIF_KEY_STATE = "_ndif_api_key"  # this browser session's key: memory only, never in the URL, a log or a file
 _DTYPE_HELP = ("Precision of the weights. auto: float32 on CPU, bfloat16 on a GPU that supports it. bfloat16 halves "
                "the memory and is fast on CPUs with AMX; statistics are always reduced in float32.")
 
 
 def _device_options(current: str) -> list[str]:
     """auto, cpu, each GPU of this machine, auto-shard (spread over the GPUs, CPU RAM and disk), and ``current``
-    when it is none of them (its load then says why)."""
+    when it is none of them (its load then says why); NDIF is the "Run on NDIF" checkbox, not a device here."""
     options = ["auto", "cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())] + ["auto-shard"]
-    return options if current in options else options + [current]
+    return options if current in options or current == NDIF else options + [current]
 
 
 def _precision_pickers(current: ModelSpec) -> tuple[str, str]:
@@ -67,13 +72,39 @@ def _model_picker() -> ModelSpec:
                  "Remote code is never run.",
         ).strip()
         source = typed or BUNDLED
-    random_init = persistent(st.sidebar.checkbox, "model_random", current.random_init,
-                             "Random-init twin (same config and tokenizer, untrained)",
-                             help="The untrained baseline the papers compare against.")
-    dtype, device = _precision_pickers(current)
-    spec = ModelSpec(source=source, random_init=random_init, dtype=dtype, device=device)
+    remote = False
+    if choice == _OTHER_CHOICE:
+        remote = persistent(st.sidebar.checkbox, "model_remote", current.device == NDIF, "Run on NDIF (remote)",
+                            help=_NDIF_HELP)
+    if remote:
+        _ndif_key_field()
+        spec = ModelSpec(source=source, device=NDIF)
+    else:
+        random_init = persistent(st.sidebar.checkbox, "model_random", current.random_init,
+                                 "Random-init twin (same config and tokenizer, untrained)",
+                                 help="The untrained baseline the papers compare against.")
+        here = current if current.device != NDIF else replace(current, device=DEFAULT_DEVICE)  # NDIF unticked
+        dtype, device = _precision_pickers(here)
+        spec = ModelSpec(source=source, random_init=random_init, dtype=dtype, device=device)
     set_value("model", spec.key())
     return spec
+
+
+def _ndif_key_field() -> None:
+    """The NDIF API key, typed once per browser session (a password field): kept in this session's memory only, never
+    in the URL, a log or a file; empty = the server's NDIF_API_KEY."""
+    if NDIF_KEY_STATE in st.session_state and "w_ndif_key" not in st.session_state:
+        st.session_state["w_ndif_key"] = st.session_state[NDIF_KEY_STATE]  # kept across page switches
+    st.sidebar.text_input(
+        "NDIF API key", type="password", key="w_ndif_key", placeholder="or set NDIF_API_KEY on the server",
+        on_change=lambda: st.session_state.__setitem__(NDIF_KEY_STATE, st.session_state["w_ndif_key"]),
+        help="Free at https://login.ndif.us. Used for this browser session's requests only: never written to the "
+             "link, a log or a file.")
+
+
+def ndif_key() -> str | None:
+    """The NDIF key this browser session typed (None: use the server's NDIF_API_KEY)."""
+    return (st.session_state.get(NDIF_KEY_STATE) or "").strip() or None
 
 
 def _submit_prompt() -> None:
@@ -114,9 +145,9 @@ def sidebar() -> Selection | None:
     session = load_session(spec)
     if session is None:
         return None
+    where = "runs on NDIF (no weights here)" if session.remote else model_facts(session.model).describe()
     st.sidebar.caption(
         f"{spec.label()} · {session.adapter.n_layers} layers · d_model {session.adapter.d_model} · "
-        f"{session.adapter.n_heads} heads · vocab {session.adapter.d_vocab:,} · "
-        f"{model_facts(session.model).describe()}"
+        f"{session.adapter.n_heads} heads · vocab {session.adapter.d_vocab:,} · {where}"
     )
     return Selection(spec=spec, session=session, prompt=prompt)

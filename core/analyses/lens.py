@@ -14,7 +14,7 @@ import pandas as pd
 from core.analyses.params import DEFAULT_TOP_K, MAX_TOP_K
 from core.lenses.base import Lens
 from core.lenses.logit import LogitLens
-from core.lenses.stats import LensStats, lens_stats
+from core.lenses.stats import LensStats, lens_stats, remote_lens_stats
 from core.model.session import ModelSession, Trace
 
 LENS_COLUMNS = ["layer", "position", "token", "top_tokens", "top_probs", "target", "target_rank",
@@ -67,17 +67,26 @@ def run_lens(session: ModelSession, prompt: str, lens: Lens | None = None, top_k
     """
     if not 1 <= int(top_k) <= MAX_TOP_K:
         raise ValueError(f"Top-k must be between 1 and {MAX_TOP_K}.")
-    trace = trace or session.trace(prompt)
     choices = [resolve_target(session, t) for t in (targets or [])]
     ids = [c.token_id for c in choices] + [int(i) for i in (target_ids or [])] or None
-    stats = lens_stats(session, trace, lens or LogitLens(session.adapter), top_k=top_k, targets=ids,
-                       layers=layers)
+    if session.ships_requests:  # on NDIF: the logit lens, reduced next to the model; only statistics come back
+        if lens is not None and lens.name != "logit":
+            raise ValueError(f"On NDIF only the logit lens runs (reduced where the model runs); the "
+                             f"{lens.name} lens needs the model's weights here.")
+        input_ids = session.tokenize(prompt)
+        tokens = session.token_strings(input_ids)
+        stats = remote_lens_stats(session, input_ids, top_k=top_k, targets=ids, layers=layers)
+    else:
+        trace = trace or session.trace(prompt)
+        tokens = trace.tokens
+        stats = lens_stats(session, trace, lens or LogitLens(session.adapter), top_k=top_k, targets=ids,
+                           layers=layers)
     vocab = session.vocab_strings()
     return LensResult(
-        tokens=trace.tokens,
+        tokens=tokens,
         stats=stats,
-        frame=lens_frame(stats, trace.tokens, vocab),
-        targets=targets_frame(stats, trace.tokens, vocab),
+        frame=lens_frame(stats, tokens, vocab),
+        targets=targets_frame(stats, tokens, vocab),
         notes=tuple(c.note for c in choices if c.note),
     )
 

@@ -56,6 +56,13 @@ class _ModelKey(argparse.Action):
         namespace.model = validate.join_precision(namespace.model_text, namespace.dtype, namespace.device)
 
 
+class _RemoteFlag(_ModelKey):
+    """``--remote``: the same as ``--device ndif``."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        _ModelKey(self.option_strings, "device")(parser, namespace, validate.NDIF, option_string)
+
+
 def add_model(parser: argparse.ArgumentParser, help: str | None = None) -> None:
     """``--model`` (default: the bundled model), ``--dtype`` and ``--device`` (defaults float32, cpu)."""
     parser.set_defaults(model=validate.BUNDLED)
@@ -64,7 +71,11 @@ def add_model(parser: argparse.ArgumentParser, help: str | None = None) -> None:
                         help=f"precision of the weights (default {validate.DEFAULT_DTYPE}; auto: float32 on CPU, "
                              "bfloat16 on a GPU that supports it); statistics are always reduced in float32")
     parser.add_argument("--device", default=None, action=_ModelKey, metavar="|".join(validate.DEVICE_CHOICES),
-                        help=f"where the model runs (default {validate.DEFAULT_DEVICE}; auto: cuda when present)")
+                        help=f"where the model runs (default {validate.DEFAULT_DEVICE}; auto: cuda when present; "
+                             "ndif: on NDIF through nnsight, as --remote)")
+    parser.add_argument("--remote", dest="remote", nargs=0, action=_RemoteFlag,
+                        help="run the model on NDIF (a hub id it serves; API key from NDIF_API_KEY); the `lens` "
+                             "subcommand only")
 
 
 def add_format(parser: argparse.ArgumentParser) -> None:
@@ -100,9 +111,19 @@ def load_session(model: str) -> "ModelSession":
     return ModelSession.load(spec, progress=lambda f, m: log.info("%s", m))
 
 
-def check_model(model: str) -> "ModelDims | None":
-    """``--model`` checked on disk (no weights read); -> its sizes from config.json when known here."""
+def check_model(model: str, remote_ok: bool = False) -> "ModelDims | None":
+    """``--model`` checked on disk (no weights read); -> its sizes from config.json when known here.
+
+    A model on NDIF (``--remote``) is refused unless the subcommand runs there (``remote_ok``), and needs an API key
+    (NDIF_API_KEY) before anything is loaded."""
     validate.model_source(model)
+    if validate.precision(model)[1] == validate.NDIF:
+        if not remote_ok:
+            raise ValueError("--remote (NDIF) runs the `lens` subcommand only for now: this analysis reads the "
+                             "model's weights or residual stream here; run it on a local model.")
+        if not os.environ.get("NDIF_API_KEY", "").strip():
+            raise ValueError("--remote needs an NDIF API key in the environment variable NDIF_API_KEY "
+                             "(free at https://login.ndif.us).")
     return validate.model_dims(model)
 
 

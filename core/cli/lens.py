@@ -13,7 +13,7 @@ from core.cli.common import add_format, add_model, check_model, check_sizes, loa
 
 
 def cmd_lens(args: argparse.Namespace) -> None:
-    check_model(args.model)
+    check_model(args.model, remote_ok=True)
     check_sizes(args, {"top_k": (1, MAX_TOP_K)})
     if not args.prompt.strip():
         raise ValueError("--prompt is empty: give the text to analyse.")
@@ -23,6 +23,10 @@ def cmd_lens(args: argparse.Namespace) -> None:
     result = run_lens(session, args.prompt, top_k=args.top_k, targets=[args.target] if args.target else None)
     for note in result.notes:
         log.warning("%s", note)
+    if session.remote:
+        traffic = session.executor.traffic
+        log.info("NDIF: sent %s bytes, received %s bytes (the lens statistics only)", traffic.request_bytes,
+                 traffic.result_bytes)
     print_frame(result.frame, args.format)
 
 

@@ -7,6 +7,7 @@ from typing import Sequence
 import torch
 
 from core.model.arch import Adapter
+from core.model.executors import Pass
 from core.model.hooks import residual_patch
 
 IDENTITY_PROMPT = "cat -> cat\n1135 -> 1135\nhello -> hello\n?"
@@ -54,9 +55,7 @@ class Patchscope:
         # residual layer l (0 = embeddings) of the rows that read layer l, at the last target position
         patches = [residual_patch(layer, vectors[rows], position=last, rows=rows)
                    for layer, rows in rows_by_layer.items()]
-        with session.hooks(patches=patches):
-            out = session.model(ids, logits_to_keep=1)
-        return out.logits[:, -1]  # [layer, vocab]
+        return session.run(Pass(ids, patches=patches, logits=True)).logits  # [layer, vocab]
 
 
 def identity_patchscope(session, target_prompt: str = IDENTITY_PROMPT) -> Patchscope:

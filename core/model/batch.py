@@ -16,11 +16,11 @@ The default budget comes from a memory budget for the captured float32 tensors
 
 from __future__ import annotations
 
-import inspect
 from typing import Iterator, Sequence
 
 import torch
 
+from core.model.executors import Pass
 from core.model.hooks import Capture, residual_captures
 from core.model.session import _TRACE_SITES, CAPTURABLE, ModelSession, Trace
 from core.progress import Progress, no_progress
@@ -96,18 +96,6 @@ def _pad_id(session: ModelSession) -> int:
     return 0
 
 
-def _forward_kwargs(session: ModelSession, mask: torch.Tensor, positions: torch.Tensor) -> dict:
-    """Keywords of the batched forward call: the mask, explicit position ids where the model takes them, and
-    the last position's logits only where it can (a trace never reads logits)."""
-    accepted = inspect.signature(session.model.forward).parameters
-    kwargs: dict = {"attention_mask": mask.to(session.device)}
-    if "position_ids" in accepted:
-        kwargs["position_ids"] = positions.to(session.device)
-    if "logits_to_keep" in accepted:
-        kwargs["logits_to_keep"] = 1
-    return kwargs
-
-
 def _as_ids(session: ModelSession, prompt: str | torch.Tensor) -> torch.Tensor:
     return session.tokenize(prompt) if isinstance(prompt, str) else session._check_ids(prompt)
 
@@ -119,8 +107,7 @@ def _run_batch(session: ModelSession, seqs: list[torch.Tensor], capture: tuple[s
     sites = [name for name in BATCHABLE if name in capture]
     requests = residual_captures(range(n + 1)) + tuple(Capture(_TRACE_SITES[name], tuple(range(n)))
                                                        for name in sites)
-    with session.hooks(requests) as got:
-        session.model(ids.to(session.device), **_forward_kwargs(session, mask, positions))
+    got = session.run(Pass(ids, mask, positions, captures=requests)).captured
     resid = got.residual(range(n + 1))  # [layer+1, batch, pos, d_model]
     extra = {name: got.stack(_TRACE_SITES[name], range(n)) for name in sites}  # [layer, batch, pos, d]
     traces = []
@@ -192,7 +179,6 @@ def iter_site_captures(session: ModelSession, seqs: Sequence[torch.Tensor], site
     for batch in plan_batches([int(s.numel()) for s in checked], budget):
         rows = [checked[i] for i in batch]
         ids, mask, positions = pad_right(rows, _pad_id(session))
-        with session.hooks([Capture(site, blocks)], stop_early=True) as got:
-            session.model(ids.to(session.device), **_forward_kwargs(session, mask, positions))
+        got = session.run(Pass(ids, mask, positions, captures=(Capture(site, blocks),), stop_early=True)).captured
         for row, (index, seq) in enumerate(zip(batch, rows)):
             yield index, {b: got.get(site, b)[row, : seq.numel()] for b in blocks}  # [pos_i, d] views

@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from core.layers import block_of_layer
+from core.model import ops
 
 Reads = Literal["input", "output"]
 
@@ -181,7 +182,7 @@ class _Stop(Exception):
 
 
 @dataclass
-class _Slot:
+class Slot:
     """Everything requested at one module's input or output."""
 
     module: nn.Module
@@ -204,13 +205,13 @@ def _site_module(adapter: Any, site: str, block: int) -> nn.Module:
     return adapter.block_part(part, block)
 
 
-def _plan(adapter: Any, captures: Sequence[Capture], patches: Sequence[Patch]) -> list[_Slot]:
+def plan(adapter: Any, captures: Sequence[Capture], patches: Sequence[Patch]) -> list[Slot]:
     """Group the requests by (site, block): one hook per slot, in first-request order."""
-    slots: dict[tuple[str, int], _Slot] = {}
+    slots: dict[tuple[str, int], Slot] = {}
 
-    def slot(site: str, block: int) -> _Slot:
+    def slot(site: str, block: int) -> Slot:
         if (site, block) not in slots:
-            slots[(site, block)] = _Slot(_site_module(adapter, site, block), SITES[site].reads, block, site)
+            slots[(site, block)] = Slot(_site_module(adapter, site, block), SITES[site].reads, block, site)
         return slots[(site, block)]
 
     for patch in patches:
@@ -224,48 +225,52 @@ def _plan(adapter: Any, captures: Sequence[Capture], patches: Sequence[Patch]) -
     return list(slots.values())
 
 
+SITE_ORDER = {"resid_pre": 0, "attn_z": 1, "attn_out": 2, "mlp_pre": 3, "mlp_act": 4, "mlp_out": 5, "resid_post": 6}
+"""The order in which a block's sites are reached during its forward pass (every supported architecture runs the
+attention before the MLP, also the parallel ones): an executor that must visit sites in execution order (nnsight)
+sorts by (block, this)."""
+
+
+def patch_spec(patch: Patch, d_head: int) -> tuple:
+    """The plain form of ``patch`` that :func:`core.model.ops.write_patches` writes (rows, position, feature slice,
+    value): what every executor hands to the one definition of a patch."""
+    lo, hi = (0, None) if patch.head is None else (patch.head * d_head, (patch.head + 1) * d_head)
+    return (patch.rows, patch.position, lo, hi, patch.value)
+
+
+def keep_spec(capture: Capture) -> tuple:
+    """The plain form of what ``capture`` keeps (row, position): see :func:`core.model.ops.keep`."""
+    return (capture.row, capture.position)
+
+
+def execution_order(slots: Sequence[Slot]) -> list[Slot]:
+    """``slots`` in the order the forward pass reaches them: by block, then :data:`SITE_ORDER`."""
+    return sorted(slots, key=lambda s: (s.block, SITE_ORDER[s.site]))
+
+
 class _Run:
     """Per-pass state the hooks share: the [batch, pos] shape, the holder, what is still to be captured."""
 
-    def __init__(self, got: Captured, slots: list[_Slot], d_head: Callable[[], int], stop_early: bool) -> None:
+    def __init__(self, got: Captured, slots: list[Slot], d_head: Callable[[], int], stop_early: bool) -> None:
         self.got = got
         self.batch_pos: tuple[int, int] | None = None
         self.pending = {(s.site, s.block) for s in slots if s.capture is not None}
         self.d_head = d_head
         self.stop_early = stop_early and bool(self.pending)
 
-    def view3(self, tensor: torch.Tensor) -> torch.Tensor:
-        """[batch*pos, d] (a module that flattens tokens) -> [batch, pos, d]; [batch, pos, ...] unchanged."""
-        if tensor.ndim == 2 and self.batch_pos is not None:
-            return tensor.reshape(*self.batch_pos, tensor.shape[-1])
-        return tensor
-
-    def patched(self, slot: _Slot, tensor: torch.Tensor) -> torch.Tensor:
-        """The tensor with every patch of ``slot`` written into its slot (one copy; the input is not modified)."""
-        out = self.view3(tensor).clone()  # [batch, pos, d]
-        for patch in slot.patches:
-            rows = slice(None) if patch.rows is None else torch.tensor(patch.rows, device=out.device)
-            pos = slice(None) if patch.position is None else patch.position
-            width = self.d_head() if patch.head is not None else 0
-            feats = slice(None) if patch.head is None else slice(patch.head * width, (patch.head + 1) * width)
-            value = patch.value.to(out.device, out.dtype) if isinstance(patch.value, torch.Tensor) else patch.value
-            out[rows, pos, feats] = value
-        return out.reshape(tensor.shape)
-
-    def record(self, capture: Capture, slot: _Slot, tensor: torch.Tensor) -> None:
-        """Keep the requested row / position of ``tensor`` as a float32 CPU copy; stop when all are kept."""
-        hidden = self.view3(tensor)  # [batch, pos, d]
-        kept = hidden if capture.row is None else hidden[capture.row]  # [batch, pos, d] or [pos, d]
-        if capture.position is not None:
-            kept = kept[..., capture.position, :]  # [batch, d] or [d]
-        self.got._store[(slot.site, slot.block)] = kept.detach().float().cpu().clone()
+    def record(self, capture: Capture, slot: Slot, tensor: torch.Tensor) -> None:
+        """Keep the requested row / position of ``tensor``; stop when all are kept."""
+        self.got._store[(slot.site, slot.block)] = ops.keep(tensor, keep_spec(capture), self.batch_pos)
         self.pending.discard((slot.site, slot.block))
         if self.stop_early and not self.pending:
             raise _Stop
 
-    def visit(self, slot: _Slot, tensor: torch.Tensor) -> torch.Tensor | None:
+    def visit(self, slot: Slot, tensor: torch.Tensor) -> torch.Tensor | None:
         """Patch, then record; -> the replacement tensor, or None when nothing was patched."""
-        new = self.patched(slot, tensor) if slot.patches else None
+        new = None
+        if slot.patches:
+            d_head = self.d_head() if any(p.head is not None for p in slot.patches) else 0
+            new = ops.write_patches(tensor, [patch_spec(p, d_head) for p in slot.patches], self.batch_pos)
         if slot.capture is not None:
             self.record(slot.capture, slot, tensor if new is None else new)
         return new
@@ -275,7 +280,7 @@ def _hidden_in(args: tuple, kwargs: dict) -> torch.Tensor:
     return args[0] if args else kwargs["hidden_states"]
 
 
-def _input_hook(run: _Run, slot: _Slot):
+def _input_hook(run: _Run, slot: Slot):
     def hook(_module, args, kwargs):
         new = run.visit(slot, _hidden_in(args, kwargs))
         if new is None:
@@ -284,7 +289,7 @@ def _input_hook(run: _Run, slot: _Slot):
     return hook
 
 
-def _output_hook(run: _Run, slot: _Slot):
+def _output_hook(run: _Run, slot: Slot):
     def hook(_module, _args, output):
         several = isinstance(output, (tuple, list))
         new = run.visit(slot, output[0] if several else output)
@@ -311,7 +316,7 @@ def hooked(adapter: Any, lock: threading.RLock, captures: Sequence[Capture] = ()
     (the rest of the body is skipped) and ``Captured.stopped`` is True. ValueError for a block or site the
     model does not have.
     """
-    slots = _plan(adapter, captures, patches)
+    slots = plan(adapter, captures, patches)
     got = Captured()
     run = _Run(got, slots, lambda: int(adapter.d_head), stop_early)
     with lock, torch.no_grad():

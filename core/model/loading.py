@@ -28,6 +28,7 @@ from core.paths import cache_dir
 from core.progress import Progress, no_progress
 from core.validate import (  # noqa: F401
     BUNDLED,
+    NDIF,
     BUNDLED_DIR,
     DEFAULT_DEVICE,
     DEFAULT_DTYPE,
@@ -215,6 +216,13 @@ def _load_config(source: str, extra: dict, spec: ModelSpec):
         ) from err
 
 
+def check_supported_source(spec: ModelSpec) -> None:
+    """ModelLoadError unless ``spec.source``'s config (local folder, Hugging Face cache or hub) names a supported
+    architecture: what a model that runs elsewhere (NDIF) is checked with before anything is sent."""
+    source, extra = _resolve_source(spec, no_progress)
+    _check_supported(_load_config(source, extra, spec))
+
+
 def _check_supported(config) -> None:
     model_type = getattr(config, "model_type", None)
     if model_type not in supported_model_types():
@@ -388,7 +396,10 @@ def model_facts(model: torch.nn.Module) -> ModelFacts:
 
 def estimate_model_bytes(spec: ModelSpec) -> int | None:
     """Bytes the parameters of ``spec`` will take once loaded in its dtype, from its config alone (the model is
-    built on the meta device: no weights read or allocated); None when the config cannot be had here."""
+    built on the meta device: no weights read or allocated); None when the config cannot be had here. A model run on
+    NDIF takes none here (0)."""
+    if spec.resolved_device() == NDIF:
+        return 0
     try:
         source, extra = _resolve_source(spec, no_progress)
         config = _load_config(source, extra, spec)

@@ -1,17 +1,17 @@
-"""One forward pass, captured: ``ModelSession.trace(prompt) -> Trace``; and the session's hook context.
+"""One forward pass, captured: ``ModelSession.trace(prompt) -> Trace``; every pass through :meth:`ModelSession.run`.
 
-Every hook of Layerscope goes through :meth:`ModelSession.hooks` (the requests of :mod:`core.model.hooks`): it
-registers them inside the per-model lock and always removes them, so Streamlit sessions sharing one cached model
-in several threads get exactly what they would get one at a time. A Trace is frozen and holds no reference to
-hooks; the session stores nothing about past traces. Models run with the SDPA attention kernel; only a trace that
-captures attention patterns switches to eager, for that one pass and under the same lock.
+Every forward pass of an analysis is a :class:`core.model.executors.Pass` (ids, the plain-data capture and patch
+requests of :mod:`core.model.hooks`, what to return) handed to :meth:`ModelSession.run`, which the session's executor
+runs: local forward hooks (the default), or an nnsight trace, here or on NDIF. Passes run inside the per-model lock, so
+Streamlit sessions sharing one cached model in several threads get exactly what they would get one at a time. A Trace
+is frozen and holds no reference to hooks; the session stores nothing about past traces. Models run with the SDPA
+attention kernel; only a trace that captures attention patterns switches to eager, for that one pass and under the
+same lock.
 """
 
 from __future__ import annotations
 
-import inspect
 import threading
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import ContextManager, Sequence
 
@@ -20,8 +20,10 @@ from torch import nn
 
 from core.cache import weight_fingerprint
 from core.model.arch import Adapter
+from core.model.executors import LocalExecutor, Pass, PassOutput
 from core.model.hooks import Capture, Captured, Patch, hooked, residual_captures
 from core.model.loading import ModelSpec, eager_attention, load_model
+from core.validate import NDIF
 from core.progress import Progress, no_progress
 
 CAPTURABLE = ("attn_patterns", "head_z", "attn_out", "mlp_out", "neurons")
@@ -63,31 +65,57 @@ class Trace:
 class ModelSession:
     """Owns a model, its tokenizer and adapter; cached per full :class:`ModelSpec`."""
 
-    def __init__(self, model: nn.Module, tokenizer, spec: ModelSpec | None = None) -> None:
+    def __init__(self, model: nn.Module, tokenizer, spec: ModelSpec | None = None, executor=None) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.spec = spec or ModelSpec(source=getattr(model.config, "name_or_path", "custom") or "custom")
         self.adapter = Adapter(model)
+        self.executor = executor or LocalExecutor()
         self.lock = threading.RLock()
         self._vocab_strings: list[str] | None = None
         self._identity: str | None = None
 
     @classmethod
     def load(cls, spec: ModelSpec, progress: Progress = no_progress) -> "ModelSession":
+        """The model of ``spec``, loaded here -- or, for device "ndif", built without weights and run on NDIF."""
+        if spec.resolved_device() == NDIF:
+            from core.model.remote import load_ndif  # nnsight: imported only for models that use it
+
+            model, tokenizer, executor = load_ndif(spec)
+            return cls(model, tokenizer, spec, executor)
         model, tokenizer = load_model(spec, progress)
         return cls(model, tokenizer, spec)
 
+    def with_executor(self, executor) -> "ModelSession":
+        """A session over the same model and tokenizer whose passes run through ``executor`` (e.g. an
+        :class:`core.model.executors.NnsightExecutor` over this local model: the NDIF code path, run here)."""
+        return ModelSession(self.model, self.tokenizer, self.spec, executor)
+
     def identity(self) -> str:
-        """Spec key plus a fingerprint of the weights: what disk-cache keys use for "this model"."""
+        """Spec key plus a fingerprint of the weights: what disk-cache keys use for "this model" (a model run on
+        NDIF has no weights here: the spec key, which names the hub id and revision, stands alone)."""
         if self._identity is None:
-            self._identity = f"{self.spec.key()}#{weight_fingerprint(self.model)}"
+            mark = "ndif" if self.remote else weight_fingerprint(self.model)
+            self._identity = f"{self.spec.key()}#{mark}"
         return self._identity
 
     @property
-    def _skip_logits(self) -> dict[str, int]:
-        """Ask the model for the last position's logits only, where it can: a trace never reads them,
-        and [pos, vocab] float32 logits are 400 MB at 2048 tokens for a 49k vocabulary."""
-        return {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(self.model.forward).parameters else {}
+    def remote(self) -> bool:
+        """True when the model runs elsewhere (NDIF): its weights are not on this machine."""
+        return bool(getattr(self.executor, "remote", False))
+
+    @property
+    def ships_requests(self) -> bool:
+        """True when passes are sent as NDIF requests (NDIF, or nnsight's local simulation of it): the Lens then
+        reduces where the model runs (:func:`core.lenses.stats.remote_lens_stats`), as it must on NDIF."""
+        return bool(getattr(self.executor, "ships_requests", False))
+
+    def require_local(self, what: str) -> None:
+        """ValueError saying that ``what`` needs the model's weights here, when the model runs on NDIF."""
+        if self.remote:
+            raise ValueError(f"{what} reads the model's weights or residual stream on this machine, so it cannot "
+                             "run on NDIF yet; on NDIF, use the Lens page's logit lens (or `python -m core lens "
+                             "--remote`), or load the model locally.")
 
     @property
     def device(self) -> torch.device:
@@ -136,15 +164,25 @@ class ModelSession:
         vocab = self.vocab_strings()
         return tuple(vocab[int(i)] for i in ids)
 
-    # -- hooks -------------------------------------------------------------------------------
+    # -- passes ------------------------------------------------------------------------------
+    def run(self, p: Pass) -> PassOutput:
+        """Run one forward pass (:class:`core.model.executors.Pass`: ids, capture and patch requests, what to return)
+        with this session's executor: the one way every analysis runs the model."""
+        with torch.no_grad():
+            return self.executor.run(self, p)
+
     def hooks(self, captures: Sequence[Capture] = (), patches: Sequence[Patch] = (),
               stop_early: bool = False) -> ContextManager[Captured]:
-        """``with session.hooks(captures, patches) as got: session.model(...)``: the one way to hook this model.
+        """``with session.hooks(captures, patches) as got: session.model(...)``: the local executor's hook context,
+        for code that drives a local model itself (tests, notebooks). Analyses use :meth:`run`, which also runs on
+        nnsight and NDIF.
 
         Takes the session's lock, registers the requests (:mod:`core.model.hooks`: plain data, 0-based blocks or
         residual layers), runs the body under ``torch.no_grad()`` and always removes the hooks. ``got`` holds the
         captured tensors once the body has run; ``stop_early`` ends the pass after the last capture.
         """
+        if self.remote:
+            raise ValueError("Local hooks need the model on this machine; this one runs on NDIF (use run()).")
         return hooked(self.adapter, self.lock, captures, patches, stop_early)
 
     # -- tracing -------------------------------------------------------------------------------
@@ -158,10 +196,8 @@ class ModelSession:
         requests = residual_captures(range(n + 1), row=0) + tuple(
             Capture(_TRACE_SITES[name], tuple(range(n)), row=0) for name in CAPTURABLE
             if name in capture and name in _TRACE_SITES)
-        patterns = "attn_patterns" in capture
-        with self.lock, self.attention_weights() if patterns else nullcontext(), self.hooks(requests) as got:
-            out = self.model(ids[None].to(self.device), output_attentions=patterns, **self._skip_logits)
-        return self._build_trace(ids, got, capture, out)
+        out = self.run(Pass(ids[None], captures=requests, attentions="attn_patterns" in capture))
+        return self._build_trace(ids, out, capture)
 
     def attention_weights(self) -> ContextManager[None]:
         """``with session.lock, session.attention_weights(): ...``: the body's passes run with the eager attention
@@ -170,8 +206,9 @@ class ModelSession:
         so no other thread's pass may run while it is switched."""
         return eager_attention(self.model)
 
-    def _build_trace(self, ids: torch.Tensor, got: Captured, capture: tuple[str, ...], out) -> Trace:
+    def _build_trace(self, ids: torch.Tensor, out: PassOutput, capture: tuple[str, ...]) -> Trace:
         n = self.adapter.n_layers
+        got = out.captured
         resid = got.residual(range(n + 1))  # [layer+1, pos, d_model]
 
         def stacked(name: str) -> torch.Tensor | None:
@@ -179,7 +216,7 @@ class ModelSession:
 
         patterns = None
         if "attn_patterns" in capture:
-            patterns = torch.stack([a[0].float().cpu() for a in out.attentions])  # [layer, head, pos, pos]
+            patterns = torch.stack([a[0] for a in out.attentions])  # [layer, head, pos, pos]
         return Trace(
             input_ids=ids.cpu(),
             tokens=self.token_strings(ids),

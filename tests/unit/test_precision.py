@@ -18,6 +18,7 @@ from conftest import ARCHS, tiny_config
 from numerics import assert_top1_within_ties
 from streamlit.testing.v1 import AppTest
 
+import core.lenses.reduce
 import core.lenses.stats as stats
 from core.lenses.stats import lens_stats, output_logits
 from core.model.loading import ModelSpec, build_random_twin, load_model
@@ -99,13 +100,13 @@ def test_last_layer_top1_is_the_bf16_models_own_argmax(pairs, arch: str) -> None
 def test_reductions_run_in_float32(pairs, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every chunk a bf16 lens hands to the reduction is float32 (upcast per chunk, never the whole tensor)."""
     seen: list[torch.dtype] = []
-    reduce = stats._reduce_into
+    reduce = core.lenses.reduce.reduce_logits
 
-    def spy(out, rows, ps, logits, final, target, next_ids) -> None:
+    def spy(logits, final, target, next_ids, k):
         seen.extend([logits.dtype, *(x.dtype for x in final)])
-        reduce(out, rows, ps, logits, final, target, next_ids)
+        return reduce(logits, final, target, next_ids, k)
 
-    monkeypatch.setattr(stats, "_reduce_into", spy)
+    monkeypatch.setattr(core.lenses.reduce, "reduce_logits", spy)
     fp32, bf16 = pairs["gpt2"]
     assert bf16.adapter.unembed_module.weight.dtype == torch.bfloat16
     lens_stats(bf16, bf16.trace(PROMPT), top_k=3)

@@ -11,6 +11,7 @@ import pytest
 import torch
 from numerics import assert_ranks_within_ties, assert_top1_within_ties, assert_top_k_within_ties, rank_bounds
 
+import core.lenses.reduce
 import core.lenses.stats
 from core.lenses.stats import LensStats, lens_stats
 from core.model.session import ModelSession, Trace
@@ -102,9 +103,9 @@ def long_trace(llama_session: ModelSession) -> Trace:
 def test_default_targets_match_reference(llama_session: ModelSession, long_trace: Trace, monkeypatch: pytest.MonkeyPatch,
                                          call_mb: float, tile: int) -> None:
     """Any call size (one layer per call at 0) and position tile (16: several tiles) gives the reference."""
-    monkeypatch.setattr(core.lenses.stats, "CALL_MB", call_mb)
-    monkeypatch.setattr(core.lenses.stats, "POS_TILE", tile)
-    assert len(core.lenses.stats.position_tiles(long_trace.n_pos)) > (1 if tile == 16 else 0)
+    monkeypatch.setattr(core.lenses.reduce, "CALL_MB", call_mb)
+    monkeypatch.setattr(core.lenses.reduce, "POS_TILE", tile)
+    assert len(core.lenses.reduce.position_tiles(long_trace.n_pos)) > (1 if tile == 16 else 0)
     stats = lens_stats(llama_session, long_trace, top_k=7)
     layers = list(range(long_trace.n_layers + 1))
     ref = reference(llama_session, long_trace, layers)
@@ -121,7 +122,7 @@ def test_default_targets_match_reference(llama_session: ModelSession, long_trace
 @pytest.mark.parametrize("call_mb", [0, 64])
 def test_other_families_match_reference(make_session: SessionFactory, monkeypatch: pytest.MonkeyPatch, arch: str,
                                         call_mb: int) -> None:
-    monkeypatch.setattr(core.lenses.stats, "CALL_MB", call_mb)
+    monkeypatch.setattr(core.lenses.reduce, "CALL_MB", call_mb)
     session = make_session(arch)
     trace = session.trace("The capital of Italy is Rome, and the capital of Spain is")
     stats = lens_stats(session, trace, top_k=4)
@@ -205,19 +206,19 @@ class Spy:
 
 def _spy(monkeypatch: pytest.MonkeyPatch, session: ModelSession) -> Spy:
     spy = Spy(calls=[], chunks=[])
-    real_unembed, real_reduce = session.adapter.unembed, core.lenses.stats._reduce_into
+    real_unembed, real_reduce = session.adapter.unembed, core.lenses.reduce.reduce_logits
 
     def unembed(normed: torch.Tensor) -> torch.Tensor:
         out = real_unembed(normed)
         spy.calls.append((int(np.prod(out.shape[:-1])), out.shape[-1]))
         return out
 
-    def reduce(out, rows, ps, logits, *args) -> None:
+    def reduce(logits, *args):
         spy.chunks.append(tuple(logits.shape))
-        real_reduce(out, rows, ps, logits, *args)
+        return real_reduce(logits, *args)
 
     monkeypatch.setattr(session.adapter, "unembed", unembed)
-    monkeypatch.setattr(core.lenses.stats, "_reduce_into", reduce)
+    monkeypatch.setattr(core.lenses.reduce, "reduce_logits", reduce)
     return spy
 
 
@@ -228,8 +229,8 @@ def test_memory_stays_within_the_call_size(big_vocab_case: BigVocabCase, monkeyp
     full = (trace.n_layers + 1) * trace.n_pos * BIG_VOCAB  # 5 x 40 x 50000 = 10M floats
     call_elems = call_mb * 2**20 // 4  # float32 logits of one call
     assert full > call_elems
-    tile = min(trace.n_pos, core.lenses.stats.POS_TILE)
-    monkeypatch.setattr(core.lenses.stats, "CALL_MB", call_mb)
+    tile = min(trace.n_pos, core.lenses.reduce.POS_TILE)
+    monkeypatch.setattr(core.lenses.reduce, "CALL_MB", call_mb)
     spy = _spy(monkeypatch, session)
     stats = lens_stats(session, trace, top_k=5)
     assert spy.chunks and all(s[-1] == BIG_VOCAB for s in spy.chunks)
@@ -252,7 +253,7 @@ def test_memory_spy_sees_a_whole_tensor_when_the_call_size_allows(big_vocab_case
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """The spy is not blind: with a huge call size one call reads every earlier layer x position."""
     session, trace, _ = big_vocab_case
-    monkeypatch.setattr(core.lenses.stats, "CALL_MB", 10_000)
+    monkeypatch.setattr(core.lenses.reduce, "CALL_MB", 10_000)
     spy = _spy(monkeypatch, session)
     lens_stats(session, trace, top_k=5)
     assert spy.chunks == [(trace.n_layers, trace.n_pos, BIG_VOCAB), (1, trace.n_pos, BIG_VOCAB)]
@@ -290,8 +291,8 @@ def test_final_rank_and_subsets_under_a_shape_sensitive_kernel(
     differently. (The previous code took the target from a separate final-layer product of another shape:
     under this kernel its final ranks were not all 1 and its ranks changed with the memory budget.)"""
     session, trace, _ = big_vocab_case
-    monkeypatch.setattr(core.lenses.stats, "POS_TILE", tile)  # 16: three position tiles over 40 positions
-    monkeypatch.setattr(core.lenses.stats, "CALL_MB", call_mb)
+    monkeypatch.setattr(core.lenses.reduce, "POS_TILE", tile)  # 16: three position tiles over 40 positions
+    monkeypatch.setattr(core.lenses.reduce, "CALL_MB", call_mb)
     _shape_sensitive_unembed(monkeypatch, session, scale=0.5)
     stats = lens_stats(session, trace, top_k=5)
     assert (stats.target_rank[-1] == 1).all()  # exact: by construction

@@ -13,6 +13,7 @@ import pytest
 import torch
 from numerics import assert_top1_saturation_within_ties
 
+import core.lenses.reduce
 import core.lenses.stats
 from core.analyses.topk import intervention as ti
 from core.analyses.topk.intervention import (
@@ -109,7 +110,7 @@ def test_implant_layers_outside_the_model_are_refused_or_skipped(make_session) -
 # -- saturation and pairs ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("call_mb", [0, 64])  # 0: one layer per call, so the reading really stops early
 def test_top1_saturation_read_from_the_top_equals_the_full_definition(make_session, monkeypatch, call_mb) -> None:
-    monkeypatch.setattr(core.lenses.stats, "CALL_MB", call_mb)
+    monkeypatch.setattr(core.lenses.reduce, "CALL_MB", call_mb)
     session = make_session("llama", seed=3, num_hidden_layers=8)
     _, trace = _clean(session)
     sat, final = top1_saturation(session.adapter, trace.resid[1:])

@@ -38,8 +38,19 @@ class LensOptions:
         return dict(self.target_prompts).get(lens, "")
 
 
-def lens_choice() -> tuple[str, str, tuple[tuple[str, str], ...]]:
+REMOTE_LENSES = ("logit",)
+"""What runs on NDIF: the logit lens, reduced next to the model. The learned lenses' translators and the patchscopes'
+readout need the weights (or every layer's residual stream) here."""
+
+
+def lens_choice(remote: bool = False) -> tuple[str, str, tuple[tuple[str, str], ...]]:
     """Which lens (and optionally a second one side by side), and the patchscopes' target prompts."""
+    if remote:
+        st.caption("On NDIF: the logit lens, computed next to the model (only its statistics come back). The tuned "
+                   "and affine lenses and the patchscopes need the model here.")
+        set_value("lens", REMOTE_LENSES[0])
+        set_value("lens_b", "none")
+        return REMOTE_LENSES[0], "none", ()
     names = list(cached.LENS_NAMES)
     c1, c2 = st.columns(2)
     lens = bound(c1.selectbox, "lens", "logit", "Lens", options=names, format_func=cached.LENS_NAMES.get)
@@ -88,9 +99,9 @@ def _parse_targets(text: str) -> list[str]:
     return [line for line in text.split("\n") if line.strip()]
 
 
-def options(n_layers: int) -> LensOptions:
-    """The lens controls (all bound to the URL)."""
-    lens, lens_b, prompts = lens_choice()
+def options(n_layers: int, remote: bool = False) -> LensOptions:
+    """The lens controls (all bound to the URL); a model on NDIF offers the lenses that run there."""
+    lens, lens_b, prompts = lens_choice(remote)
     c1, c2, c3, c4 = st.columns([1.3, 0.8, 1.6, 0.9])
     metric = bound(c1.selectbox, "color", "top-1 probability", "Colour cells by",
                    options=list(charts.HEATMAP_METRICS))

@@ -12,6 +12,7 @@ from typing import Sequence
 
 import torch
 
+from core.model.executors import Pass
 from core.model.hooks import Capture, Captured, Patch
 from core.model.session import ModelSession
 
@@ -44,10 +45,9 @@ def _forward(session: ModelSession, batch: torch.Tensor, captures: Sequence[Capt
     """One pass of [batch, pos] ids with these requests -> (the captures, [batch, vocab] last-position logits).
 
     The logits are None when ``stop_early`` cut the pass short after the last capture."""
-    with session.hooks(captures, patches, stop_early=stop_early) as got:
-        out = session.model(batch.to(session.device), **session._skip_logits)
-        return got, out.logits[:, -1].float().cpu()
-    return got, None  # reached only when the pass stopped early (the hook context swallowed the stop)
+    out = session.run(Pass(batch, captures=tuple(captures), patches=tuple(patches), stop_early=stop_early,
+                           logits=not stop_early))
+    return out.captured, None if out.logits is None else out.logits.cpu()
 
 
 def neuron_acts(session: ModelSession, ids: list[int], layers: list[int]) -> dict[int, torch.Tensor]:

@@ -36,6 +36,7 @@ from core.analyses.topk.saturation import saturation_layers, slot_match_from_top
 from core.data import evaluation_texts, sample_texts, wikipedia_paragraphs
 from core.layers import layer_of_block
 from core.lenses.stats import layer_groups, logit_lens_top_k, position_tiles
+from core.model.executors import Pass
 from core.model.hooks import Patch, residual_captures
 from core.model.session import ModelSession
 from core.progress import Progress, no_progress
@@ -151,7 +152,7 @@ def implant_forward(session: ModelSession, ids: torch.Tensor, late: int,
     for implant in implants:
         if implant is not None and not 0 <= implant[0] <= n_layers - 2:
             raise ValueError(f"An implant layer must lie in 0..{n_layers - 2} (block l0+1 must exist).")
-    n_rows, device = len(implants), session.device
+    n_rows = len(implants)
     by_block: dict[int, list[int]] = {}
     for row, implant in enumerate(implants):
         if implant is not None:
@@ -160,12 +161,11 @@ def implant_forward(session: ModelSession, ids: torch.Tensor, late: int,
     patches = [Patch("resid_pre", block, torch.stack([implants[r][1] for r in rows]),  # type: ignore[index]
                      position=-1, rows=tuple(rows)) for block, rows in by_block.items()]
     layers = range(n_layers + 1)
-    with session.lock:
+    with session.lock:  # the prefix's cache and the pass that continues it, with no other pass between
         past = _prefix_cache(session, ids[:late], n_rows)
         tokens = ids[late:late + 1] if past is not None else ids[:late + 1]
-        extra = {"past_key_values": past, "use_cache": True} if past is not None else {"use_cache": False}
-        with session.hooks(residual_captures(layers, position=-1), patches) as got:
-            session.model(tokens.to(device)[None].expand(n_rows, -1), **extra, **session._skip_logits)
+        got = session.run(Pass(tokens[None].expand(n_rows, -1), captures=residual_captures(layers, position=-1),
+                               patches=tuple(patches), past_key_values=past)).captured
     resid = got.residual(layers).transpose(0, 1).contiguous()  # [layer+1, row, d_model] -> [row, layer+1, d_model]
     for row, implant in enumerate(implants):
         if implant is not None:
@@ -174,12 +174,12 @@ def implant_forward(session: ModelSession, ids: torch.Tensor, late: int,
 
 
 def _prefix_cache(session: ModelSession, prefix: torch.Tensor, n_rows: int):
-    """The key/value cache of ``prefix`` repeated for ``n_rows`` rows; None (no prefix, or a model whose
-    cache cannot be repeated) means: run the whole prefix in every row instead."""
-    if prefix.numel() == 0:
+    """The key/value cache of ``prefix`` repeated for ``n_rows`` rows; None (no prefix, an executor that cannot
+    hand a cache on -- nnsight, NDIF --, or a model whose cache cannot be repeated) means: run the whole prefix in
+    every row instead (the same numbers, more work)."""
+    if prefix.numel() == 0 or not session.executor.kv_cache:
         return None
-    out = session.model(prefix.to(session.device)[None], use_cache=True, **session._skip_logits)
-    past = getattr(out, "past_key_values", None)
+    past = session.run(Pass(prefix[None], keep_cache=True)).past_key_values
     if past is None or not hasattr(past, "batch_repeat_interleave"):
         return None
     past.batch_repeat_interleave(n_rows)
