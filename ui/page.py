@@ -61,7 +61,9 @@ def page(title: str, icon: str, url_keys: Sequence[str] = (), *, heading: str | 
             write_url(keys)  # now: after st.stop the URL can no longer be written
             st.stop()  # before the body: a context manager cannot skip its body, st.stop ends the script
         if getattr(getattr(selection, "session", None), "remote", False) and not remote_ok:
-            stop_page(REMOTE_NOTE, kind="info")
+            st.info(REMOTE_NOTE)
+            write_url(keys)
+            st.stop()
         with api_key_scope(ndif_key()):
             yield selection
     except StopPage:

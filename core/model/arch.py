@@ -179,11 +179,22 @@ def execution_device(module: nn.Module, default: torch.device | None = None) -> 
     return default if default is not None else torch.device("cpu")
 
 
+class WeightsElsewhere(ValueError):
+    """The model's weights are not on this machine (it runs on NDIF): what needs them must run where they are."""
+
+    def __init__(self, what: str = "This analysis") -> None:
+        super().__init__(f"{what} needs the model's weights on this machine, and this model runs on NDIF (its "
+                         "weights stay there). On NDIF, use the Lens page's logit lens or `python -m core lens "
+                         "--remote`; load the model locally for the rest.")
+
+
 def module_weight(module: nn.Module) -> torch.Tensor:
     """``module.weight`` with real values: a weight accelerate offloaded (to CPU RAM or disk, "meta" between
     calls) is brought in for the read and returned as a detached copy on the module's execution device."""
     weight = module.weight
-    if weight.device.type != "meta" or has_offloaded_params is None or not has_offloaded_params(module):
+    if weight.device.type == "meta" and (has_offloaded_params is None or not has_offloaded_params(module)):
+        raise WeightsElsewhere()
+    if weight.device.type != "meta":
         return weight
     with align_module_device(module):
         return module.weight.detach().clone()
@@ -204,6 +215,12 @@ def loaded_named_parameters(model: nn.Module) -> Iterator[tuple[str, torch.Tenso
         with align_module_device(module) if offloaded else nullcontext():
             for name, _ in direct:  # re-read: bringing weights in replaces the parameter objects
                 yield (f"{prefix}.{name}" if prefix else name), getattr(module, name).detach()
+
+
+def _in_out_shape(module: nn.Module) -> tuple[int, int]:
+    """``(in, out)`` sizes of a linear layer (nn.Linear or Conv1D), read from the weight's shape alone (also on meta)."""
+    shape = tuple(module.weight.shape)
+    return (shape[1], shape[0]) if isinstance(module, nn.Linear) else (shape[0], shape[1])
 
 
 def _linear_weight_in_out(module: nn.Module) -> torch.Tensor:
@@ -228,6 +245,7 @@ class Adapter:
         self.unembed_module: nn.Module = model.get_output_embeddings()
         rotary = resolve(model, self.arch.rotary_emb) if self.arch.rotary_emb else None
         self.rotary_module: nn.Module | None = rotary if isinstance(rotary, nn.Module) else None
+        self.weights_elsewhere = False  # set by a session whose model runs on NDIF
 
     # -- sizes ---------------------------------------------------------------------------------
     @property
@@ -237,7 +255,7 @@ class Adapter:
     @property
     def d_model(self) -> int:
         return int(self.unembed_module.weight.shape[1]) if self.final_proj is None else int(
-            _linear_weight_in_out(self.final_proj).shape[0]
+            _in_out_shape(self.final_proj)[0]
         )
 
     @property
@@ -254,11 +272,11 @@ class Adapter:
 
     @property
     def d_head(self) -> int:
-        return int(_linear_weight_in_out(self.attn_out(0)).shape[0]) // self.n_heads
+        return int(_in_out_shape(self.attn_out(0))[0]) // self.n_heads
 
     @property
     def d_mlp(self) -> int:
-        return int(_linear_weight_in_out(self.neurons(0)).shape[0])
+        return int(_in_out_shape(self.neurons(0))[0])
 
     @property
     def context_length(self) -> int:
@@ -321,9 +339,15 @@ class Adapter:
         return [self.block_part(part, layer) for part in parts]
 
     # -- maths ---------------------------------------------------------------------------------
+    def weights_here(self, what: str = "This analysis") -> None:
+        """WeightsElsewhere when the model's weights are not on this machine (a model run on NDIF)."""
+        if self.weights_elsewhere:
+            raise WeightsElsewhere(what)
+
     def final_norm(self, resid: torch.Tensor) -> torch.Tensor:
         """[..., d_model] pre-norm residual -> [..., d_model] what the unembedding reads (computed on the norm's
         device: on a model spread over devices it may not be where ``resid`` is)."""
+        self.weights_here("Reading a residual through the final norm")
         normed = self.final_norm_module(resid.to(execution_device(self.final_norm_module)))
         if self.final_proj is None:
             return normed
@@ -332,6 +356,7 @@ class Adapter:
     def unembed(self, normed: torch.Tensor) -> torch.Tensor:
         """[..., d_model] after the final norm -> [..., vocab] logits (bias included where present), computed
         where the unembedding lives (:attr:`unembed_device`)."""
+        self.weights_here("Unembedding a residual")
         return self.unembed_module(normed.to(self.unembed_device))
 
     @property
@@ -347,23 +372,28 @@ class Adapter:
 
     def unembed_weight(self) -> torch.Tensor:
         """[vocab, d_model] the unembedding matrix with real values (brought in when accelerate offloaded it)."""
+        self.weights_here("Reading the unembedding")
         return module_weight(self.unembed_module)
 
     def head_out_weight(self, layer: int) -> torch.Tensor:
         """[head, d_head, d_model]: each head's slice of the attention output projection."""
+        self.weights_here("Reading block weights")
         weight = _linear_weight_in_out(self.attn_out(layer))  # [head*d_head, d_model]
         return weight.reshape(self.n_heads, self.d_head, weight.shape[-1])
 
     def neuron_out_weight(self, layer: int) -> torch.Tensor:
         """[d_mlp, d_model]: each MLP neuron's output direction (row n = neuron n)."""
+        self.weights_here("Reading block weights")
         return _linear_weight_in_out(self.neurons(layer))
 
     def mlp_in_weight(self, layer: int) -> torch.Tensor:
         """[d_model, d_mlp]: W_in (GPT-2-style) or W_gate (gated MLPs); column n = neuron n's input."""
+        self.weights_here("Reading block weights")
         return _linear_weight_in_out(self.mlp_in_modules(layer)[0])
 
     def mlp_up_weight(self, layer: int) -> torch.Tensor | None:
         """[d_model, d_mlp]: W_up of a gated MLP; None for GPT-2-style MLPs."""
+        self.weights_here("Reading block weights")
         modules = self.mlp_in_modules(layer)
         return _linear_weight_in_out(modules[1]) if len(modules) > 1 else None
 
@@ -375,6 +405,7 @@ class Adapter:
         so no attention mask is needed; the record's ``block_kwargs`` say which of position ids, ``use_cache=False``
         and the rotary ``position_embeddings`` each block's forward takes. Call under ``torch.no_grad()``.
         """
+        self.weights_here("Running blocks on their own")
         if hidden.ndim != 3 or hidden.shape[1] != 1:
             raise ValueError(f"run_blocks takes one-position sequences [n, 1, d_model]; got {tuple(hidden.shape)}.")
         pos = torch.zeros(hidden.shape[0], 1, dtype=torch.long, device=hidden.device)  # [n, pos=1]

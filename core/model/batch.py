@@ -4,8 +4,8 @@ Texts are sorted by length (so little is padded), grouped into batches under a t
 run with an attention mask: each text's real tokens sit at positions 0..len-1 with position ids 0..len-1, exactly
 where a one-at-a-time pass puts them, for learned absolute positions (GPT-2, OPT) and rotary models alike. Causal
 attention never lets a real position read a later (padded) one, so padding changes nothing but the shapes of the
-products: the results equal the one-at-a-time pass within float32 rounding. Captures go through the one hook
-mechanism (:meth:`ModelSession.hooks`, every batch row at once) and each Trace keeps only its text's real
+products: the results equal the one-at-a-time pass within float32 rounding. Captures are requests of the one
+hook mechanism, run by :meth:`ModelSession.run` (every batch row at once; local hooks or nnsight) and each Trace keeps only its text's real
 positions, so padding never enters a statistic.
 
 Batch size rule: a batch holds at most ``token_budget`` padded tokens (rows x longest row), at least one text.

@@ -71,6 +71,7 @@ class ModelSession:
         self.spec = spec or ModelSpec(source=getattr(model.config, "name_or_path", "custom") or "custom")
         self.adapter = Adapter(model)
         self.executor = executor or LocalExecutor()
+        self.adapter.weights_elsewhere = bool(getattr(self.executor, "remote", False))
         self.lock = threading.RLock()
         self._vocab_strings: list[str] | None = None
         self._identity: str | None = None
@@ -111,11 +112,9 @@ class ModelSession:
         return bool(getattr(self.executor, "ships_requests", False))
 
     def require_local(self, what: str) -> None:
-        """ValueError saying that ``what`` needs the model's weights here, when the model runs on NDIF."""
-        if self.remote:
-            raise ValueError(f"{what} reads the model's weights or residual stream on this machine, so it cannot "
-                             "run on NDIF yet; on NDIF, use the Lens page's logit lens (or `python -m core lens "
-                             "--remote`), or load the model locally.")
+        """ValueError (:class:`core.model.arch.WeightsElsewhere`) saying that ``what`` needs the model's weights
+        here, when the model runs on NDIF."""
+        self.adapter.weights_here(what)
 
     @property
     def device(self) -> torch.device:

@@ -132,9 +132,28 @@ def tiny_model_dir(tmp_path: Path) -> Path:
     (["attention-mlp", "--corpus", "/nonexistent.jsonl"], ["no such corpus file"]),
     (["attention-mlp", "--corpus", "/etc/passwd"], [".txt"]),
     (["attention-mlp", "--model", "/nonexistent/folder"], ["no such folder"]),
+    # NDIF (--remote = --device ndif): what runs there, checked before anything loads
+    (["lens", "--remote", "--prompt", "x"], ["NDIF", "not the bundled model"]),
+    (["lens", "--model", "random:gpt2", "--remote", "--prompt", "x"], ["random-init", "NDIF"]),
+    (["lens", "--model", "/etc", "--device", "ndif", "--prompt", "x"], ["not local files"]),
+    (["lens", "--model", "gpt2", "--remote", "--dtype", "bfloat16", "--prompt", "x"], ["precision", "ndif"]),
+    (["depth", "pos", "--model", "gpt2", "--remote"], ["--remote", "`lens` subcommand only"]),
+    (["topk", "saturation", "--model", "gpt2", "--device", "ndif"], ["--remote", "`lens` subcommand only"]),
+    (["attention-mlp", "--model", "meta-llama/Llama-3.1-8B", "--remote"], ["--remote", "`lens`"]),
 ])
 def test_bad_input_is_one_fast_line(args: list[str], words: list[str]) -> None:
     assert_refused(args, *words)
+
+
+def test_remote_lens_needs_a_key_then_the_hub(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No NDIF key: said before anything loads. A key but no hub (the model's config and tokenizer come from the
+    hub, its weights never): one line from the loader, no traceback."""
+    monkeypatch.delenv("NDIF_API_KEY", raising=False)
+    assert_refused(["lens", "--model", "gpt2", "--remote", "--prompt", "x"], "NDIF_API_KEY", "login.ndif.us")
+    monkeypatch.setenv("NDIF_API_KEY", "not-a-real-key")
+    line = assert_refused(["lens", "--model", "meta-llama/Llama-3.1-8B", "--remote", "--prompt", "x"], "hub",
+                          bound=90)
+    assert "not-a-real-key" not in line
 
 
 def test_usage_errors_are_one_line_too() -> None:

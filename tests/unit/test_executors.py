@@ -201,8 +201,20 @@ def test_ndif_refuses_what_needs_weights_here(ndif_session: ModelSession) -> Non
         ndif_session.hooks()
     with api_key_scope("k"), pytest.raises(ValueError, match="Attention weights are not available on NDIF"):
         ndif_session.trace(PROMPT, capture=("attn_patterns",))
-    with pytest.raises(ValueError, match="cannot run on NDIF"):
+    with pytest.raises(ValueError, match="Neuron topics needs the model's weights on this machine"):
         ndif_session.require_local("Neuron topics")
+    with pytest.raises(ValueError, match="runs on NDIF"):  # any weight read says so, never a meta-tensor error
+        ndif_session.adapter.unembed_weight()
+    with pytest.raises(ValueError, match="runs on NDIF"):
+        lens_stats(ndif_session, make_trace_like(ndif_session))
+
+
+def make_trace_like(session: ModelSession):
+    """A Trace-shaped stand-in with zero residuals (no pass is run)."""
+    from core.model.session import Trace
+    ids = session.tokenize(PROMPT)
+    n = session.adapter.n_layers
+    return Trace(ids, session.token_strings(ids), torch.zeros(n + 1, ids.numel(), session.adapter.d_model))
 
 
 def test_api_key_scope_wins_over_the_environment_and_ends(monkeypatch) -> None:
