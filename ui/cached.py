@@ -9,14 +9,14 @@ from collections import OrderedDict
 import streamlit as st
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-from core.analyses.lens import LensResult, run_lens
+from core.analyses.lens import LensResult, run_lens, run_lens_edit
 from core.lenses import registry
 from core.lenses.base import Lens
 from core.lenses.learned import TrainedLenses, load_lenses
 from core.lenses.patchscope import IDENTITY_PROMPT, QUESTION_PROMPT
 from core.model.loading import (BUNDLED, ModelSpec, available_memory, bundled_model_dir, estimate_model_bytes,
                                  model_facts, models_to_release)
-from core.model.session import ModelSession
+from core.model.session import ModelSession, Trace
 from core.paths import cache_dir
 from core.validate import BUNDLED_DIR
 from ui.jobs import JobRegistry
@@ -125,18 +125,132 @@ def lens_identity(spec_key: str, name: str, target_prompt: str = "") -> str:
     return registry.lens_identity(build_lens(spec_key, name, target_prompt))
 
 
-@st.cache_data(max_entries=48, show_spinner="Running the model and the lens…")
-def lens_result(spec_key: str, prompt: str, top_k: int, targets: tuple[str, ...] = (),
-                target_ids: tuple[int, ...] = (), lens_name: str = "logit", target_prompt: str = "",
-                lens_version: str = "") -> LensResult:
-    """Lens statistics for every layer x position of ``prompt`` (cached per input and lens)."""
-    session = get_session(spec_key)
-    lens = build_lens(spec_key, lens_name, target_prompt)
-    ids = session.tokenize(prompt)
-    if ids.numel() > MAX_APP_TOKENS:
+class TraceStore:
+    """The residual traces of the prompts the Lens page shows (with their key/value caches, so a what-if edit
+    continues them), least recently used first, at most :data:`MAX_TRACES`; shared by every browser session."""
+
+    def __init__(self) -> None:
+        self.traces: OrderedDict[tuple[str, str], Trace] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, spec_key: str, prompt: str) -> Trace | None:
+        with self.lock:
+            trace = self.traces.get((spec_key, prompt))
+            if trace is not None:
+                self.traces.move_to_end((spec_key, prompt))
+            return trace
+
+    def put(self, spec_key: str, prompt: str, trace: Trace) -> Trace:
+        with self.lock:
+            self.traces[(spec_key, prompt)] = trace
+            while len(self.traces) > MAX_TRACES:
+                self.traces.popitem(last=False)
+        return trace
+
+
+MAX_TRACES = 6
+"""Traces held: a 2048-token trace of the bundled model is ~150 MB of residuals plus ~100 MB of key/value cache."""
+LONG_PROMPT = 256
+"""From this many tokens on, the forward pass shows a progress bar."""
+
+
+@st.cache_resource
+def trace_store() -> TraceStore:
+    return TraceStore()
+
+
+def check_length(n_tokens: int) -> None:
+    if n_tokens > MAX_APP_TOKENS:
         raise ValueError(
-            f"The prompt is {ids.numel()} tokens; the app analyses at most {MAX_APP_TOKENS} at once. "
+            f"The prompt is {n_tokens} tokens; the app analyses at most {MAX_APP_TOKENS} at once. "
             "Shorten it, or use `python -m core lens` for longer text."
         )
+
+
+def prompt_tokens(spec_key: str, prompt: str) -> tuple[str, ...]:
+    """The prompt's tokens; on a local model this runs (and keeps) its trace, with a progress bar on long prompts.
+    ValueError for an empty or too long prompt, before any model work."""
+    session = get_session(spec_key)
+    ids = session.tokenize(prompt)
+    check_length(ids.numel())
+    if session.ships_requests:
+        return session.token_strings(ids)
+    return lens_trace(spec_key, prompt).tokens
+
+
+def lens_trace(spec_key: str, prompt: str) -> Trace:
+    """The prompt's residual trace (kept with its key/value cache); runs the model once per prompt and model."""
+    store = trace_store()
+    trace = store.get(spec_key, prompt)
+    if trace is not None:
+        return trace
+    session = get_session(spec_key)
+    ids = session.tokenize(prompt)
+    check_length(ids.numel())
+    bar = st.progress(0.0, text=f"Running the model on {ids.numel()} tokens…") \
+        if ids.numel() >= LONG_PROMPT and get_script_run_ctx() is not None else None
+    progress = (lambda f: bar.progress(min(1.0, f), text=f"Running the model on {ids.numel()} tokens… "
+                                                         f"{f:.0%} of the blocks")) if bar is not None else None
+    try:
+        trace = session.trace(ids, keep_cache=True, progress=progress)
+    finally:
+        if bar is not None:
+            bar.empty()
+    return store.put(spec_key, prompt, trace)
+
+
+@st.cache_data(max_entries=96, show_spinner="Reading the lens…")
+def lens_result(spec_key: str, prompt: str, top_k: int, targets: tuple[str, ...] = (),
+                target_ids: tuple[int, ...] = (), lens_name: str = "logit", target_prompt: str = "",
+                lens_version: str = "", positions: tuple[int, ...] | None = None,
+                layers: tuple[int, ...] | None = None) -> LensResult:
+    """Lens statistics of ``prompt`` at ``layers`` x ``positions`` (default: every layer and position), cached per
+    input, lens and request: the page asks for what it shows first, the full table when it is opened."""
+    session = get_session(spec_key)
+    lens = build_lens(spec_key, lens_name, target_prompt)
+    if session.ships_requests:  # on NDIF: the whole prompt in one request (the statistics are small)
+        check_length(session.tokenize(prompt).numel())
+        return run_lens(session, prompt, lens=lens, top_k=top_k, targets=list(targets) or None,
+                        target_ids=list(target_ids) or None, positions=None if positions is None else list(positions),
+                        layers=None if layers is None else list(layers))
     return run_lens(session, prompt, lens=lens, top_k=top_k, targets=list(targets) or None,
-                    trace=None if session.ships_requests else session.trace(ids), target_ids=list(target_ids) or None)
+                    trace=lens_trace(spec_key, prompt), target_ids=list(target_ids) or None,
+                    positions=None if positions is None else list(positions),
+                    layers=None if layers is None else list(layers))
+
+
+@st.cache_data(max_entries=48, show_spinner="Reading the lens on the edited prompt…")
+def edit_result(spec_key: str, base_prompt: str, prompt: str, top_k: int, targets: tuple[str, ...] = (),
+                target_ids: tuple[int, ...] = (), lens_name: str = "logit", target_prompt: str = "",
+                lens_version: str = "", positions: tuple[int, ...] | None = None,
+                base_positions: tuple[int, ...] | None = None,
+                layers: tuple[int, ...] | None = None) -> tuple[LensResult, int]:
+    """What-if: the edited ``prompt``'s statistics at ``positions``, continuing the base prompt's trace and reusing
+    the statistics of shared positions that the base result at ``base_positions`` holds -> (result, n reused)."""
+    session = get_session(spec_key)
+    if session.ships_requests or not session.executor.kv_cache:
+        result = lens_result(spec_key, prompt, top_k, targets, target_ids, lens_name, target_prompt, lens_version,
+                             positions, layers)
+        return result, 0
+    base = lens_result(spec_key, base_prompt, top_k, targets, target_ids, lens_name, target_prompt, lens_version,
+                       base_positions, layers)
+    trace = edit_trace(spec_key, base_prompt, prompt)
+    result, reused = run_lens_edit(
+        session, lens_trace(spec_key, base_prompt), base, trace, lens=build_lens(spec_key, lens_name, target_prompt),
+        top_k=top_k,
+        targets=list(targets) or None, target_ids=list(target_ids) or None,
+        layers=None if layers is None else list(layers), positions=None if positions is None else list(positions))
+    return result, reused
+
+
+def edit_trace(spec_key: str, base_prompt: str, prompt: str) -> Trace:
+    """The edited prompt's trace, continuing the base prompt's key/value cache over the tokens both share (kept like
+    every trace of the page)."""
+    store = trace_store()
+    trace = store.get(spec_key, prompt)
+    if trace is None:
+        session = get_session(spec_key)
+        check_length(session.tokenize(prompt).numel())
+        trace, _ = session.trace_edit(lens_trace(spec_key, base_prompt), prompt)
+        store.put(spec_key, prompt, trace)
+    return trace

@@ -107,18 +107,36 @@ def ndif_key() -> str | None:
     return (st.session_state.get(NDIF_KEY_STATE) or "").strip() or None
 
 
+DRAFT_KEY = "ls_prompt_draft"
+"""What the researcher typed in the sidebar's prompt box since the last Run: kept across reruns and pages (a page
+control touched before Run must not throw it away), never analysed until Run."""
+
+
 def _submit_prompt() -> None:
+    st.session_state[DRAFT_KEY] = st.session_state["w_prompt"]
     set_value("prompt", st.session_state["w_prompt"])
 
 
+def _keep_draft() -> None:
+    st.session_state[DRAFT_KEY] = st.session_state["w_prompt"]
+
+
 def _prompt_form() -> str:
-    # Re-assigned on every run (a form widget has no on_change): the submitted prompt, also after a page switch.
-    st.session_state["w_prompt"] = url_value("prompt", DEFAULT_PROMPT)
+    """The prompt box and its Run button. Only Run changes the analysed prompt; typed text in between is a draft,
+    shown as "not run yet", kept when other controls rerun the page and across pages."""
+    prompt = url_value("prompt", DEFAULT_PROMPT)
+    draft = st.session_state.get(DRAFT_KEY)
+    if draft is None or st.session_state.get("_prompt_seen") != prompt:  # a new prompt (Run, a link) resets the draft
+        draft = st.session_state[DRAFT_KEY] = prompt
+    st.session_state["_prompt_seen"] = prompt
+    st.session_state["w_prompt"] = draft  # re-assigned on every run: the box survives page switches
     st.sidebar.subheader("Prompt")
-    with st.sidebar.form("prompt_form", border=False):
-        st.text_area("Prompt", key="w_prompt", height=120, label_visibility="collapsed")
-        st.form_submit_button("Run", type="primary", on_click=_submit_prompt, width="stretch")
-    return url_value("prompt", DEFAULT_PROMPT)
+    st.sidebar.text_area("Prompt", key="w_prompt", height=120, label_visibility="collapsed", on_change=_keep_draft)
+    if draft != prompt:
+        st.sidebar.caption(":orange[**Edited, not run yet.**] The page still shows the last prompt run; press Run "
+                           "to analyse the text above.")
+    st.sidebar.button("Run", type="primary", on_click=_submit_prompt, width="stretch", key="w_run_prompt")
+    return prompt
 
 
 def load_session(spec: ModelSpec) -> ModelSession | None:

@@ -33,6 +33,7 @@ class LensStats:
     target_rank   [layer, pos, target]    1 + #tokens with strictly higher probability (1 = best)
     target_prob   [layer, pos, target]
     next_token_ce [layer, pos]            -log p(actual next token), nats; NaN at the last position
+    positions     [pos]                   which prompt positions these columns are (all, or the ones asked for)
     """
 
     lens: str
@@ -45,12 +46,24 @@ class LensStats:
     target_rank: np.ndarray
     target_prob: np.ndarray
     next_token_ce: np.ndarray
+    positions: np.ndarray | None = None  # None: 0..pos-1
+
+    def __post_init__(self) -> None:
+        if self.positions is None:
+            object.__setattr__(self, "positions", np.arange(self.top_ids.shape[1]))
 
     def layer_row(self, layer: int) -> int:
         """Row index of residual layer ``layer`` in these arrays."""
         hits = np.flatnonzero(self.layers == layer)
         if hits.size == 0:
             raise ValueError(f"Layer {layer} was not computed (computed: {self.layers.tolist()}).")
+        return int(hits[0])
+
+    def position_column(self, position: int) -> int:
+        """Column index of prompt position ``position`` in these arrays."""
+        hits = np.flatnonzero(self.positions == position)
+        if hits.size == 0:
+            raise ValueError(f"Position {position} was not computed.")
         return int(hits[0])
 
 
@@ -131,8 +144,13 @@ def lens_stats(
     top_k: int = 10,
     targets: Sequence[int] | None = None,
     layers: Sequence[int] | None = None,
+    positions: Sequence[int] | None = None,
 ) -> LensStats:
-    """Reduce ``lens`` over ``layers`` (default all, 0 = embeddings) x every position of ``trace``.
+    """Reduce ``lens`` over ``layers`` (default all, 0 = embeddings) x ``positions`` of ``trace`` (default all).
+
+    Asking for fewer positions (what a page shows) reads only those: the tiles and calls below are then laid over
+    the positions asked for, so a cell's logits may come from a call of another shape than in the full table
+    (equal within float32 rounding; a near-tie can order differently).
 
     The one reduction of :func:`core.lenses.reduce.reduce_positions` (what an NDIF run computes next to the model,
     :func:`remote_lens_stats`): positions in fixed tiles of :data:`POS_TILE`; in each, the model's output is computed
@@ -145,16 +163,26 @@ def lens_stats(
     lens = lens or LogitLens(adapter)
     n_res, n_pos, _ = trace.resid.shape
     layers, top_k = _check_request(n_res, adapter.d_vocab, top_k, targets, layers)
+    next_ids = _next_ids(trace.input_ids)
+    resid = trace.resid
+    if positions is not None:
+        chosen = sorted({int(p) for p in positions})
+        if not chosen or chosen[0] < 0 or chosen[-1] >= n_pos:
+            raise ValueError(f"Positions must lie in 0..{n_pos - 1}.")
+        if len(chosen) < n_pos:
+            index = torch.tensor(chosen)
+            resid, next_ids = resid[:, index], next_ids[index]  # [layer+1, chosen, d_model], [chosen]
+        positions = chosen
 
     def read_final(ps: slice) -> torch.Tensor:
-        return output_logits(adapter, trace.resid[-1, ps])  # [pos, vocab], the model's output
+        return output_logits(adapter, resid[-1, ps])  # [pos, vocab], the model's output
 
     def read_layers(group: list[int], ps: slice) -> torch.Tensor:
-        return _lens_call(adapter, lens, trace.resid[group, ps], group)  # [group, pos, vocab]
+        return _lens_call(adapter, lens, resid[group, ps], group)  # [group, pos, vocab]
 
-    got = reduce_positions(n_pos, layers, n_res - 1, adapter.d_vocab, top_k, targets, _next_ids(trace.input_ids),
+    got = reduce_positions(resid.shape[1], layers, n_res - 1, adapter.d_vocab, top_k, targets, next_ids,
                            read_final, read_layers, per_position=batches_layers(lens))
-    return _as_stats(lens.name, layers, got)
+    return _as_stats(lens.name, layers, got, positions)
 
 
 def remote_lens_stats(session: ModelSession, ids: torch.Tensor, top_k: int = 10, targets: Sequence[int] | None = None,
@@ -189,9 +217,11 @@ def _next_ids(input_ids: torch.Tensor) -> torch.Tensor:
     return torch.cat([input_ids.cpu()[1:], torch.tensor([-1])])
 
 
-def _as_stats(name: str, layers: list[int], got: dict[str, torch.Tensor]) -> LensStats:
+def _as_stats(name: str, layers: list[int], got: dict[str, torch.Tensor],
+              positions: Sequence[int] | None = None) -> LensStats:
     ints = {"top_ids", "target_ids", "target_rank"}
     arrays = {k: v.numpy().astype(np.int64) if k in ints else v.numpy().astype(np.float32) for k, v in got.items()}
-    return LensStats(lens=name, layers=np.asarray(layers), **arrays)
+    return LensStats(lens=name, layers=np.asarray(layers), positions=None if positions is None
+                     else np.asarray(positions, dtype=np.int64), **arrays)
 
 

@@ -11,9 +11,11 @@ same lock.
 
 from __future__ import annotations
 
+import copy
 import threading
-from dataclasses import dataclass
-from typing import ContextManager, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Any, Callable, ContextManager, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -52,6 +54,7 @@ class Trace:
     mlp_out: torch.Tensor | None = None
     neurons: torch.Tensor | None = None
     model_key: str = ""
+    cache: Any = None  # the pass's key/value cache (trace(..., keep_cache=True)): what an edited prompt continues
 
     @property
     def n_layers(self) -> int:
@@ -60,6 +63,13 @@ class Trace:
     @property
     def n_pos(self) -> int:
         return self.resid.shape[1]
+
+
+def _croppable(cache: Any) -> bool:
+    """True for a key/value cache that can be cut back to a prefix exactly: every layer a plain full-attention
+    layer (a sliding-window layer keeps only its window, so cutting it back loses states)."""
+    layers = getattr(cache, "layers", None)
+    return bool(layers) and hasattr(cache, "crop") and all(type(layer).__name__ == "DynamicLayer" for layer in layers)
 
 
 class ModelSession:
@@ -185,8 +195,13 @@ class ModelSession:
         return hooked(self.adapter, self.lock, captures, patches, stop_early)
 
     # -- tracing -------------------------------------------------------------------------------
-    def trace(self, prompt: str | torch.Tensor, capture: tuple[str, ...] = ()) -> Trace:
-        """Run ONE forward pass on ``prompt`` (text or [pos] ids) and return what it captured."""
+    def trace(self, prompt: str | torch.Tensor, capture: tuple[str, ...] = (), keep_cache: bool = False,
+              progress: Callable[[float], None] | None = None) -> Trace:
+        """Run ONE forward pass on ``prompt`` (text or [pos] ids) and return what it captured.
+
+        ``keep_cache``: keep the pass's key/value cache on the trace (where the executor can hand it on), so an edited
+        prompt continues it (:meth:`trace_edit`). ``progress(fraction)`` is called as blocks finish (local models).
+        """
         unknown = set(capture) - set(CAPTURABLE)
         if unknown:
             raise ValueError(f"Unknown capture {sorted(unknown)}; choose from {CAPTURABLE}.")
@@ -195,8 +210,57 @@ class ModelSession:
         requests = residual_captures(range(n + 1), row=0) + tuple(
             Capture(_TRACE_SITES[name], tuple(range(n)), row=0) for name in CAPTURABLE
             if name in capture and name in _TRACE_SITES)
-        out = self.run(Pass(ids[None], captures=requests, attentions="attn_patterns" in capture))
-        return self._build_trace(ids, out, capture)
+        keep = keep_cache and self.executor.kv_cache
+        with self._block_progress(progress):
+            out = self.run(Pass(ids[None], captures=requests, attentions="attn_patterns" in capture, keep_cache=keep))
+        trace = self._build_trace(ids, out, capture)
+        return replace(trace, cache=out.past_key_values) if keep else trace
+
+    def trace_edit(self, base: Trace, prompt: str | torch.Tensor,
+                   progress: Callable[[float], None] | None = None) -> tuple[Trace, int]:
+        """The residual trace of an edited prompt, continuing ``base``'s key/value cache over the tokens both share
+        -> (trace, n shared). Positions before the first changed token keep ``base``'s residuals (a causal model
+        computes them from the same tokens); only the rest of the prompt runs. Without a cache on ``base`` (or an
+        executor that cannot hand one on, or a cache that cannot be cut back) the whole prompt runs: the same
+        numbers within float32 rounding. The result keeps its own cache, so it can be edited in turn."""
+        ids = self.tokenize(prompt) if isinstance(prompt, str) else self._check_ids(prompt)
+        n = min(base.input_ids.numel(), ids.numel())
+        differs = (base.input_ids[:n] != ids[:n].cpu()).nonzero()
+        shared = int(differs[0, 0]) if differs.numel() else n
+        shared = min(shared, ids.numel() - 1)  # at least the last token runs: the pass needs one
+        cache = base.cache
+        if shared == 0 or not self.executor.kv_cache or not _croppable(cache):
+            return self.trace(ids, keep_cache=True, progress=progress), 0
+        cache = copy.deepcopy(cache)  # the base trace keeps its own: it may be edited again
+        cache.crop(shared - cache.get_seq_length())  # transformers 5: a negative count removes that many tokens
+        n = self.adapter.n_layers
+        with self._block_progress(progress):
+            out = self.run(Pass(ids[None, shared:], captures=residual_captures(range(n + 1), row=0),
+                                past_key_values=cache, keep_cache=True))
+        tail = out.captured.residual(range(n + 1))  # [layer+1, pos - shared, d_model]
+        resid = torch.cat([base.resid[:, :shared], tail.to(base.resid.dtype)], dim=1)
+        trace = Trace(input_ids=ids.cpu(), tokens=self.token_strings(ids), resid=resid, model_key=self.spec.key(),
+                      cache=out.past_key_values)
+        return trace, shared
+
+    @contextmanager
+    def _block_progress(self, progress: Callable[[float], None] | None) -> Iterator[None]:
+        """Call ``progress(done / blocks)`` after each block of the passes in the body (local models only)."""
+        if progress is None or self.remote:
+            yield
+            return
+        blocks = self.adapter.blocks
+        def done(i: int) -> Callable[..., None]:
+            def hook(*_: Any) -> None:  # returns None: a forward hook's return value would replace the block's output
+                progress((i + 1) / len(blocks))
+            return hook
+
+        handles = [block.register_forward_hook(done(i)) for i, block in enumerate(blocks)]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
 
     def attention_weights(self) -> ContextManager[None]:
         """``with session.lock, session.attention_weights(): ...``: the body's passes run with the eager attention

@@ -80,9 +80,10 @@ def submit_prompt(at: AppTest, text: str) -> AppTest:
 
 
 def analysed_prompt(at: AppTest) -> str:
-    """The prompt the Lens page analysed, read from its full table (token column, one row per position)."""
-    frame = at.dataframe[-1].value
-    tokens = frame[frame.layer == 0].sort_values("position").token
+    """The prompt the Lens page analysed, read from its heatmap's data (token column; a short prompt shows every
+    position)."""
+    _, frame = charts(at)[0]
+    tokens = frame[frame.layer == frame.layer.min()].sort_values("position").token
     return "".join(tokens)
 
 
@@ -228,7 +229,7 @@ def test_lens_long_prompt_window() -> None:
     _, data = charts(at)[0]
     assert (data.position.min(), data.position.max()) == (10, 30)
     assert at.query_params["positions"] == "10-30"
-    assert at.query_params["cell"] == f"30,{len(at.dataframe[-1].value.position.unique()) - 1}"
+    assert at.query_params["cell"] == f"30,{len(selectbox(at, 'Position').options) - 1}"
 
 
 # --- bad input ---------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from core.lenses.stats import lens_stats
 from core.model.session import ModelSession
 
 COMPARE_COLUMNS = ["layer", "position_a", "position_b", "token_a", "token_b", "top1_a", "top1_b", "top1_changed",
-                   "target_prob_a", "target_prob_b", "delta_target_prob", "delta_entropy", "delta_kl_to_final"]
+                   "status", "target_prob_a", "target_prob_b", "delta_target_prob", "delta_entropy", "delta_kl_to_final"]
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +146,16 @@ def test_compare_with_an_insertion(session: ModelSession) -> None:
     assert len(b.tokens) > len(a.tokens) and pairs[-1] == (len(a.tokens) - 1, len(b.tokens) - 1)
     cmp = compare_frames(a, b)
     n_res = a.stats.layers.size
-    assert len(cmp) == n_res * len(pairs)
+    assert len(cmp) == n_res * len(b.tokens)  # every position of B has its column, the inserted ones too
+    unpaired = sorted(set(range(len(b.tokens))) - {pb for _, pb in pairs})
+    assert unpaired  # " old" (and whatever the tokenizer split with it) has no partner in A
+    new = cmp[cmp.position_b.isin(unpaired)]
+    assert (new.status == "inserted").all() and (new.position_a == -1).all() and not new.top1_changed.any()
+    assert new.delta_target_prob.isna().all() and new.token_a.isna().all()
+    paired = cmp[~cmp.position_b.isin(unpaired)]
+    assert set(paired.status) <= {"same", "changed"} and paired.delta_entropy.notna().all()
+    assert (paired.status == "changed").equals(paired.top1_changed)
+    cmp = paired
     assert cmp[["layer", "position_b"]].equals(cmp[["layer", "position_b"]].sort_values(["layer", "position_b"]))
     last = cmp[(cmp.layer == n_res - 1) & (cmp.position_a == len(a.tokens) - 1)].iloc[0]
     fa = a.frame[(a.frame.layer == n_res - 1) & (a.frame.position == len(a.tokens) - 1)].iloc[0]
@@ -207,3 +216,15 @@ def test_vocab_strings_decode_every_id(session: ModelSession) -> None:
     ids = session.tokenizer(" Paris", add_special_tokens=False).input_ids
     assert vocab[ids[0]] == " Paris"
     assert vocab == [session.tokenizer.decode([i]) for i in range(len(vocab))]
+
+
+def test_compare_with_an_unrelated_prompt_keeps_every_column(session: ModelSession) -> None:
+    """Nothing of B matches A but the last position (the prediction, always paired): B's other columns remain,
+    marked inserted, rather than collapsing to one column."""
+    a = run_lens(session, "The capital of France is", targets=[" Paris"])
+    b = run_lens(session, "A transformer reads tokens", targets=[" Paris"])
+    cmp = compare_frames(a, b)
+    per_position = cmp.groupby("position_b").status.first()
+    assert list(per_position.index) == list(range(len(b.tokens)))
+    assert per_position.iloc[-1] in ("same", "changed") and cmp.position_a.max() == len(a.tokens) - 1
+    assert (per_position.iloc[:-1] == "inserted").all()
