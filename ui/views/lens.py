@@ -341,7 +341,7 @@ def cell_details(result: LensResult, cell: tuple[int, int], other: LensResult | 
         if other is not None:
             targets = pd.concat([targets, other.targets[other.targets.position == pos].assign(lens=names[1])])
         st.markdown(f"**Targets across layers at position {pos}**")
-        chart = charts.target_trajectories(targets, prompt_column="lens" if other is not None else None)
+        chart = charts.target_trajectories(targets, prompt_column="lens" if other is not None else None, width=190)
         st.altair_chart(chart, width="content")
         chart_downloads(chart, targets, f"targets_pos{pos}", key="dl_targets")
         _reach_summary(result.frame, pos)
