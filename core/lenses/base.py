@@ -13,7 +13,8 @@ class Lens(Protocol):
     """Reads layer states as next-token logits.
 
     ``batches_layers`` (optional, default False): one call reads every layer of a position, so
-    :mod:`core.lenses.stats` calls it once per position with all layers instead of once per layer.
+    :mod:`core.lenses.stats` calls it once per run of consecutive positions with all layers
+    (:func:`core.lenses.reduce.lens_chunks`) instead of once per layer group.
     """
 
     name: str

@@ -141,8 +141,13 @@ def test_analyses_run_the_same_through_nnsight(make_session, arch: str) -> None:
     trace = local.trace(PROMPT)
     a = lens_stats(local, trace, identity_patchscope(local), top_k=3, layers=[0, 1, 3])
     b = lens_stats(remote, trace, identity_patchscope(remote), top_k=3, layers=[0, 1, 3])
-    np.testing.assert_array_equal(a.top_ids, b.top_ids)
-    np.testing.assert_array_equal(a.entropy, b.entropy)
+    # not the same computation: locally the target prompt's prefix runs once into a key/value cache, through
+    # nnsight in every row; so float32 rounding apart, and top-1 compared where it is not a near-tie
+    np.testing.assert_allclose(a.entropy, b.entropy, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(a.top_probs, b.top_probs, rtol=1e-5, atol=1e-5)
+    clear = (a.top_probs[..., 0] - a.top_probs[..., 1]) > 1e-4
+    assert clear.mean() > 0.5
+    np.testing.assert_array_equal(a.top_ids[..., 0][clear], b.top_ids[..., 0][clear])
     ids = local.tokenize(PROMPT)
     implants = [None, (0, torch.ones(local.adapter.d_model)), (1, -torch.ones(local.adapter.d_model))]
     # not the same computation: locally the prefix runs once into a key/value cache, through nnsight in every row
