@@ -116,15 +116,20 @@ def empty_statistics(n_layer: int, n_pos: int, k: int, n_t: int) -> dict[str, to
 
 def lens_chunks(layers: list, last: int, ps: slice, vocab: int, per_position: bool, call_mb: float):
     """(rows of ``layers``, positions, lens layers to read) of one position tile, in the fixed call pattern: whole
-    :func:`layer_groups` groups (a group is read whole also when only some of its layers were asked for), or one
-    call per position over every earlier layer asked for (``per_position``: a lens whose one call reads all the
-    layers of a position, the patchscopes). The last layer is not among them: its row is the model's output."""
+    :func:`layer_groups` groups (a group is read whole also when only some of its layers were asked for), or
+    (``per_position``: a lens whose one call reads all the layers of a few positions, the patchscopes) one call
+    per run of P consecutive positions from the tile's start over every earlier layer asked for, P = call_mb //
+    (4 vocab ``last``) (at least 1): [layer, P, vocab] float32 logits of all ``last`` earlier layers fit
+    ``call_mb``, and the runs depend on the model and the tile alone. The last layer is not among them: its row
+    is the model's output."""
     row_of = {layer: i for i, layer in enumerate(layers)}
     earlier = [layer for layer in layers if layer != last]
     if per_position:
         if earlier:
-            for p in range(ps.start, ps.stop):
-                yield slice(row_of[earlier[0]], row_of[earlier[-1]] + 1), slice(p, p + 1), earlier, earlier
+            size = max(1, int(call_mb * 2**20 // (4 * vocab * max(1, last))))
+            for p in range(ps.start, ps.stop, size):
+                yield (slice(row_of[earlier[0]], row_of[earlier[-1]] + 1), slice(p, min(ps.stop, p + size)),
+                       earlier, earlier)
         return
     for group in layer_groups(last, ps.stop - ps.start, vocab, call_mb):
         wanted = [layer for layer in group if layer in row_of]
