@@ -95,7 +95,7 @@ def get_session(spec_key: str) -> ModelSession:
 
 
 LENS_NAMES = registry.LABELS  # name -> display label, in the pickers' order
-DEFAULT_TARGET_PROMPTS = {"identity": IDENTITY_PROMPT, "question": QUESTION_PROMPT}
+DEFAULT_TARGET_PROMPTS = {"identity": IDENTITY_PROMPT, "question": QUESTION_PROMPT, "question_bare": QUESTION_PROMPT}
 
 
 @st.cache_resource

@@ -45,13 +45,16 @@ class Patchscope:
 
     batches_layers = True  # one call reads every layer of a few positions (core.lenses.stats calls it that way)
 
-    def __init__(self, session, target_prompt: str, name: str) -> None:
+    def __init__(self, session, target_prompt: str, name: str, sink: bool = False) -> None:
         self.session = session
         self.name = name
         self.target_prompt = target_prompt
         ids = session.tokenizer(target_prompt, return_tensors="pt").input_ids[0]
         if ids.numel() == 0:
             raise ValueError("The patchscope's target prompt is empty.")
+        self.sink_id = sink_token(session.tokenizer, ids) if sink else None
+        if self.sink_id is not None:  # TransformerLens's BOS, as the logitscope seed ran it
+            ids = torch.cat([torch.tensor([self.sink_id]), ids])
         self.target_ids = ids  # [target_pos]
         self._prefix: tuple[tuple, Any] | None = None  # (what it was encoded for, batch-1 key/value cache or None)
 
@@ -214,11 +217,28 @@ def _cache_tensors(past: Any) -> list[torch.Tensor]:
     return out
 
 
+def sink_token(tokenizer, ids: torch.Tensor) -> int | None:
+    """The token TransformerLens puts first (its ``prepend_bos``): the tokenizer's BOS, else its EOS (GPT-2's
+    <|endoftext|> is both); None when the tokenizer already starts ``ids`` with it, or has neither."""
+    sink = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    if sink is None or (ids.numel() and int(ids[0]) == sink):
+        return None
+    return int(sink)
+
+
 def identity_patchscope(session, target_prompt: str = IDENTITY_PROMPT) -> Patchscope:
     """Token-identity patchscope (Ghandeharioun et al. 2024)."""
     return Patchscope(session, target_prompt, "identity")
 
 
 def question_patchscope(session, target_prompt: str = QUESTION_PROMPT) -> Patchscope:
-    """The "?" patchscope ("logitscope", patrickhyw): the same with the one-token target prompt "?"."""
-    return Patchscope(session, target_prompt, "question")
+    """The "?" patchscope ("logitscope", patrickhyw) as its seed ran it: the target prompt "?" after a sink token.
+    The seed runs through TransformerLens, which puts a BOS first, so its target is [BOS, "?"]
+    (RESEARCH.md §3a, §3e); we put the tokenizer's BOS (else EOS) first where the tokenizer adds none."""
+    return Patchscope(session, target_prompt, "question", sink=True)
+
+
+def question_bare_patchscope(session, target_prompt: str = QUESTION_PROMPT) -> Patchscope:
+    """The "?" patchscope on the bare target prompt: "?" alone, as the tokenizer encodes it (no sink token where the
+    tokenizer adds none) -- the variant Layerscope ran before it matched the seed, kept for comparison."""
+    return Patchscope(session, target_prompt, "question_bare")

@@ -71,6 +71,12 @@ def _question_scope(session: "ModelSession", target_prompt: str, trained: Traine
     return question_patchscope(session, target_prompt or QUESTION_PROMPT)
 
 
+def _question_bare_scope(session: "ModelSession", target_prompt: str, trained: TrainedSource) -> "Lens":
+    from core.lenses.patchscope import QUESTION_PROMPT, question_bare_patchscope  # torch
+
+    return question_bare_patchscope(session, target_prompt or QUESTION_PROMPT)
+
+
 def _learned(name: str) -> Builder:
     """The builder of learned lens ``name`` ("tuned" or "affine"): read from the stored learned lenses."""
     def build(session: "ModelSession", target_prompt: str, trained: TrainedSource) -> "Lens":
@@ -94,8 +100,9 @@ def _weights(lens: "Lens") -> str:
 
 
 def _target_prompt(lens: "Lens") -> str:
-    """A patchscope: its target prompt."""
-    return str(getattr(lens, "target_prompt"))
+    """A patchscope: its target prompt (and the sink token put before it, when one is)."""
+    sink = getattr(lens, "sink_id", None)
+    return str(getattr(lens, "target_prompt")) + ("" if sink is None else f"\x00sink={sink}")
 
 
 LENSES: dict[str, LensEntry] = {entry.name: entry for entry in (
@@ -104,7 +111,10 @@ LENSES: dict[str, LensEntry] = {entry.name: entry for entry in (
     LensEntry("affine", "Affine lens (least squares, Patchscopes baseline)", _learned("affine"), _weights,
               needs_training=True),
     LensEntry("identity", "Token-identity patchscope", _identity_scope, _target_prompt, takes_prompt=True),
-    LensEntry("question", '"?" patchscope (logitscope)', _question_scope, _target_prompt, takes_prompt=True),
+    LensEntry("question", '"?" patchscope (logitscope: sink token + "?", as the seed)', _question_scope,
+              _target_prompt, takes_prompt=True),
+    LensEntry("question_bare", '"?" patchscope, bare "?" (no sink token)', _question_bare_scope, _target_prompt,
+              takes_prompt=True),
 )}
 NAMES: tuple[str, ...] = tuple(LENSES)
 LABELS: dict[str, str] = {name: entry.label for name, entry in LENSES.items()}

@@ -63,4 +63,6 @@ def test_extraction_runs_and_states_the_verdicts() -> None:
     assert any(s.value.startswith("5 texts, 31 layers, 2 methods") for s in at.subheader), \
         [s.value for s in at.subheader]
     verdicts = [m.value for m in at.markdown if "precision@1 = 1.0 at the last layer" in m.value]
-    assert verdicts and "holds here" in verdicts[0]
+    assert verdicts and verdicts[0].startswith(":material/check_circle: Check (true by construction")
+    [rises] = [m.value for m in at.markdown if "rises with depth" in m.value]
+    assert "95 % CI" in rises and "n = 5" in rises  # a finding states its interval and n

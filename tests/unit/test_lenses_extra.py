@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -170,17 +172,45 @@ def test_extraction_is_reproducible_by_seed(make_session) -> None:
     pd.testing.assert_frame_equal(a, b, check_exact=True)
 
 
+def _rows(n_texts: int, p: dict[str, Callable[[int], float]], seed: int = 0) -> pd.DataFrame:
+    """Constructed per-text rows over layers 0..6: method m is correct at layer l with probability p[m](l)."""
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame([{"text": t, "layer": layer, "method": m, "correct": bool(rng.random() < f(layer))}
+                         for t in range(n_texts) for layer in range(7) for m, f in p.items()])
+
+
+def _key(claim: str) -> str:
+    """A claim without its parenthesised detail (the "?" variants keep theirs: sink / bare)."""
+    return claim if "patchscope" in claim else claim.split(" (")[0]
+
+
 def test_qualitative_checks_on_constructed_numbers() -> None:
-    rows = []
-    for layer in range(7):
-        rows.append({"layer": layer, "method": "logit", "precision_at_1": layer / 6})
-        rows.append({"layer": layer, "method": "identity", "precision_at_1": 0.1 if layer < 6 else 1.0})
-        rows.append({"layer": layer, "method": "question", "precision_at_1": 0.4 if layer < 6 else 1.0})
-    checks = {c["claim"]: c["holds"] for c in qualitative_checks(pd.DataFrame(rows))}
-    assert all(checks.values()) and len(checks) == 3
-    rows = [dict(r, precision_at_1=0.5) for r in rows]
-    checks = {c["claim"]: c["holds"] for c in qualitative_checks(pd.DataFrame(rows))}
-    assert not any(checks.values())
+    clear = {"logit": lambda layer: 1.0 if layer == 6 else layer / 6,
+             "identity": lambda layer: 1.0 if layer == 6 else 0.1,
+             "question": lambda layer: 1.0 if layer == 6 else 0.6,
+             "question_bare": lambda layer: 1.0 if layer == 6 else 0.1}
+    checks = {_key(c["claim"]): c for c in qualitative_checks(_rows(200, clear))}
+    assert len(checks) == 4
+    check = checks["every method reaches precision@1 = 1.0 at the last layer"]
+    assert check["kind"] == "check" and check["holds"] is True
+    rises = checks["logit-lens precision@1 rises with depth"]
+    assert rises["holds"] is True and rises["verdict"] == "holds" and rises["n"] == 200 and rises["low"] > 0
+    assert f"{rises['estimate']:.3f}" in rises["evidence"] and "n = 200" in rises["evidence"]
+    seed_variant = [c for k, c in checks.items() if "sink" in k][0]
+    assert seed_variant["holds"] is True
+    bare = [c for k, c in checks.items() if "bare" in k][0]
+    assert bare["holds"] is None and bare["verdict"] == "cannot tell at this n"  # equal rates: the CI straddles 0
+    assert bare["low"] < 0 < bare["high"]
+    # reversed: the identity scope wins clearly -> does not hold; tiny n -> cannot tell
+    reversed_ = dict(clear, question=lambda layer: 1.0 if layer == 6 else 0.0, identity=lambda layer: 0.9)
+    checks = {_key(c["claim"]): c for c in qualitative_checks(_rows(200, reversed_))}
+    assert [c for k, c in checks.items() if "sink" in k][0]["verdict"] == "does not hold"
+    assert checks["every method reaches precision@1 = 1.0 at the last layer"]["holds"] is False
+    # 4 texts: "?" right early where identity is wrong on two, the reverse on the other two -> the interval straddles 0
+    mixed = [{"text": t, "layer": layer, "method": m, "correct": layer == 6 or (m == "question") == (t % 2 == 0)}
+             for t in range(4) for layer in range(7) for m in ("question", "identity")]
+    [check] = [c for c in qualitative_checks(pd.DataFrame(mixed)) if "sink" in c["claim"]]
+    assert check["n"] == 4 and check["estimate"] == 0.0 and check["verdict"] == "cannot tell at this n"
 
 
 def test_lens_stats_accepts_every_lens(make_session) -> None:

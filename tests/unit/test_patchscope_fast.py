@@ -18,7 +18,8 @@ from numerics import assert_top1_within_ties
 
 import core.lenses.patchscope as patchscope_mod
 import core.lenses.reduce as reduce_mod
-from core.lenses.patchscope import Patchscope, identity_patchscope, question_patchscope
+from core.lenses.patchscope import (Patchscope, identity_patchscope, question_bare_patchscope, question_patchscope,
+                                   sink_token)
 from core.lenses.reduce import lens_chunks
 from core.lenses.stats import lens_stats
 from core.model.executors import LocalExecutor, NnsightExecutor, Pass, import_nnsight
@@ -176,10 +177,10 @@ def test_blocks_before_the_patch_are_skipped(make_session, arch: str) -> None:
     assert [block.__dict__.get("forward") for block in session.adapter.blocks] == before
 
 
-def test_question_scope_runs_one_token_forwards(make_session, monkeypatch) -> None:
+def test_bare_question_scope_runs_one_token_forwards(make_session, monkeypatch) -> None:
     session = make_session("llama")
     trace = session.trace(PROMPT)
-    scope = question_patchscope(session)
+    scope = question_bare_patchscope(session)
     assert scope.target_ids.numel() == 1 and scope.prefix_cache() is None
     seen = counting(monkeypatch, session)
     scope.logits(trace.resid[:, :4], list(range(trace.n_layers + 1)))
@@ -230,3 +231,16 @@ def test_nnsight_falls_back_to_the_whole_prompt(make_session, arch: str) -> None
     np.testing.assert_allclose(a.top_probs, b.top_probs, rtol=1e-4, atol=1e-6)
     scope = Patchscope(remote, "a b", "self")
     assert scope.prefix_cache() is None
+
+
+def test_seed_question_scope_puts_the_sink_token_first(make_session) -> None:
+    """The logitscope seed's target is [BOS, "?"] (TransformerLens prepends BOS): the tokenizer's BOS, else EOS, goes
+    first where the tokenizer adds none; the bare variant keeps the tokenizer's own encoding."""
+    session = make_session("llama")
+    tok = session.tokenizer
+    sink = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+    bare = tok("?", return_tensors="pt").input_ids[0].tolist()
+    assert sink is not None and bare[0] != sink  # the tiny tokenizer adds no BOS: the sink must be put first
+    assert question_patchscope(session).target_ids.tolist() == [sink] + bare
+    assert question_bare_patchscope(session).target_ids.tolist() == bare
+    assert sink_token(tok, torch.tensor([sink] + bare)) is None  # a prompt that starts with it gets no second one

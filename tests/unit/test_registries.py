@@ -40,17 +40,18 @@ def _trained(session: ModelSession) -> TrainedLenses:
 def test_lens_names_and_labels_are_the_apps() -> None:
     from ui import cached
 
-    assert registry.NAMES == ("logit", "tuned", "affine", "identity", "question")
+    assert registry.NAMES == ("logit", "tuned", "affine", "identity", "question", "question_bare")
     assert cached.LENS_NAMES == registry.LABELS
     assert cached.LENS_NAMES["tuned"] == "Tuned lens (Belrose; trained here)"
     assert registry.LEARNED == ("tuned", "affine")
-    assert [n for n, e in registry.LENSES.items() if e.takes_prompt] == ["identity", "question"]
+    assert [n for n, e in registry.LENSES.items() if e.takes_prompt] == ["identity", "question", "question_bare"]
 
 
 def test_build_each_lens_by_name(session: ModelSession) -> None:
     trained = _trained(session)
     assert isinstance(registry.build_lens(session, "logit"), LogitLens)
-    for name, default in (("identity", IDENTITY_PROMPT), ("question", QUESTION_PROMPT)):
+    for name, default in (("identity", IDENTITY_PROMPT), ("question", QUESTION_PROMPT),
+                          ("question_bare", QUESTION_PROMPT)):
         scope = registry.build_lens(session, name)
         assert isinstance(scope, Patchscope) and (scope.name, scope.target_prompt) == (name, default)
         assert registry.build_lens(session, name, "x ->").target_prompt == "x ->"
@@ -89,9 +90,11 @@ def test_lens_identity_is_the_key_part_used_before_the_registry(session: ModelSe
     lenses["self"] = Patchscope(session, "a b", "self")  # a lens outside the registry
     for name, lens in lenses.items():
         old = getattr(lens, "version", "") or getattr(lens, "target_prompt", "")
+        if getattr(lens, "sink_id", None) is not None:  # the seed's "?" scope: another target than before, another key
+            old += f"\x00sink={lens.sink_id}"
         assert registry.lens_identity(lens) == old, name  # exact: the same strings, read the same way
     assert registry.lens_identity(lenses["logit"]) == ""
-    assert registry.lens_identity(lenses["question"]) == QUESTION_PROMPT
+    assert registry.lens_identity(lenses["question_bare"]) == QUESTION_PROMPT
     assert registry.lens_identity(lenses["tuned"]) == trained.tuned.version != ""
     assert registry.lens_identity(lenses["affine"]) == trained.affine.version != trained.tuned.version
 

@@ -111,7 +111,7 @@ def show_result(rows: pd.DataFrame) -> None:
     """The verdicts, one chart per metric (with downloads) and the tables of a finished extraction."""
     summary = summarise(rows)
     st.subheader(f"{rows.text.nunique()} texts, {summary.layer.nunique()} layers, {summary.method.nunique()} methods")
-    verdicts(summary)
+    verdicts(rows)
     st.caption("Methods: " + "; ".join(f"**{m}** = {cached.LENS_NAMES[m]}" for m in sorted(summary.method.unique())))
     for metric, description in METRICS.items():
         st.markdown(f"**{description}**")
@@ -122,9 +122,12 @@ def show_result(rows: pd.DataFrame) -> None:
         table_downloads(rows, "extraction_rows", key="dl_extraction_rows")
 
 
-def verdicts(summary: pd.DataFrame) -> None:
-    """The papers' qualitative picture, checked against these numbers."""
-    for check in qualitative_checks(summary):
-        icon = ":material/check_circle:" if check["holds"] else ":material/cancel:"
-        st.markdown(f"{icon} **{check['claim']}** — {'holds' if check['holds'] else 'does not hold'} here "
-                    f"({check['evidence']}).")
+def verdicts(rows: pd.DataFrame) -> None:
+    """The papers' qualitative picture, judged on these per-text numbers: estimate, 95 % interval and n each."""
+    icons = {True: ":material/check_circle:", False: ":material/cancel:", None: ":material/help:"}
+    for check in qualitative_checks(rows):
+        if check["kind"] == "check":
+            st.markdown(f"{icons[check['holds']]} Check (true by construction: every lens's last layer is the "
+                        f"model's own output): {check['claim']} — {check['verdict']} (lowest {check['estimate']:.3f}).")
+            continue
+        st.markdown(f"{icons[check['holds']]} **{check['claim']}** — {check['verdict']}: {check['evidence']}.")

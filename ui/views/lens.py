@@ -21,8 +21,8 @@ from ui.state import bound, set_value, url_list, url_value
 from ui.views import lens_training
 
 # besides the model and prompt every page keeps
-URL_KEYS = ["lens", "lens_b", "identity_prompt", "question_prompt", "color", "color_target", "top_k", "target",
-            "stride", "positions", "cell", "whatif", "prompt_b"]
+URL_KEYS = ["lens", "lens_b", "identity_prompt", "question_prompt", "question_bare_prompt", "color", "color_target",
+            "top_k", "target", "stride", "positions", "cell", "whatif", "prompt_b"]
 MAX_SHOWN_POSITIONS = 48
 SIDE_BY_SIDE_POSITIONS = 12
 """Two heatmaps stand side by side up to this many positions, else one above the other (never squeezed)."""
@@ -61,9 +61,13 @@ def lens_choice(remote: bool = False) -> tuple[str, str, tuple[tuple[str, str], 
     lens_b = bound(c2.selectbox, "lens_b", "none", "Side by side with", options=["none"] + names,
                    format_func=lambda n: "— nothing —" if n == "none" else cached.LENS_NAMES[n])
     prompts = []
-    if {"identity", "question"} & {lens, lens_b}:
+    if set(cached.DEFAULT_TARGET_PROMPTS) & {lens, lens_b}:
         with st.expander("Patchscope target prompts"):
-            for name in ("identity", "question"):
+            if "question" in (lens, lens_b):
+                st.caption('The logitscope seed ran through TransformerLens, which puts a BOS token first: its '
+                           'target is [BOS, "?"]. Here the tokenizer\'s BOS (else EOS) goes first where the tokenizer '
+                           'adds none; the bare-"?" variant leaves it out.')
+            for name in cached.DEFAULT_TARGET_PROMPTS:
                 if name in (lens, lens_b):
                     text = bound(st.text_area, f"{name}_prompt", cached.DEFAULT_TARGET_PROMPTS[name],
                                  f"{cached.LENS_NAMES[name]}: target prompt (patched at its last token)",
