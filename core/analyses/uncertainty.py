@@ -56,11 +56,18 @@ class Verdict:
     above: bool = True
     kind: str = "finding"  # "finding", or "check": true by construction, shown as a sanity check
     unit: str = ""
+    upper: float | None = None  # a band claim: threshold <= estimate <= upper
 
     @property
     def holds(self) -> bool | None:
-        """True / False, or None = cannot tell at this n (the interval straddles the threshold, or there is none)."""
+        """True / False, or None = cannot tell at this n (the interval straddles a threshold, or there is none)."""
         if not (math.isfinite(self.low) and math.isfinite(self.high)):
+            return None
+        if self.upper is not None:  # within the band [threshold, upper]
+            if self.threshold <= self.low and self.high <= self.upper:
+                return True
+            if self.high < self.threshold or self.low > self.upper:
+                return False
             return None
         lo, hi = (self.low, self.high) if self.above else (-self.high, -self.low)
         t = self.threshold if self.above else -self.threshold
@@ -80,3 +87,21 @@ class Verdict:
             return f"{self.estimate:.{digits}f}{self.unit} (no interval at n = {self.n})"
         return (f"{self.estimate:.{digits}f}{self.unit} (95 % CI {self.low:.{digits}f} to {self.high:.{digits}f}, "
                 f"n = {self.n})")
+
+
+def bootstrap_difference(a: Sequence[float], b: Sequence[float], seed: int = 0,
+                         n_boot: int = BOOTSTRAP) -> tuple[float, float, float]:
+    """(mean(b) - mean(a), low, high): the difference of two independent groups' means with its 95 % percentile
+    bootstrap interval (each group resampled on its own). NaN interval when a group has fewer than 2 values."""
+    x, y = (np.asarray(v, dtype=float) for v in (a, b))
+    x, y = x[np.isfinite(x)], y[np.isfinite(y)]
+    if x.size == 0 or y.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    estimate = float(y.mean() - x.mean())
+    if x.size < 2 or y.size < 2:
+        return estimate, float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    diffs = (y[rng.integers(0, y.size, size=(n_boot, y.size))].mean(axis=1)
+             - x[rng.integers(0, x.size, size=(n_boot, x.size))].mean(axis=1))
+    low, high = np.quantile(diffs, [0.025, 0.975])
+    return estimate, float(low), float(high)

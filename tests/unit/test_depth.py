@@ -178,30 +178,52 @@ def _rank_rows(group_col: str, first_hits: dict, n_layers: int = 4) -> pd.DataFr
 
 
 def test_pos_verdict_compares_function_and_content_words() -> None:
-    early = _rank_rows("tag", [("DET", 1), ("ADP", 2), ("NOUN", 3), ("VERB", 4)])
-    assert pos_verdict(early)["holds"] is True
-    late = _rank_rows("tag", [("DET", 4), ("NOUN", 1)])
-    assert pos_verdict(late)["holds"] is False
+    early = _rank_rows("tag", [("DET", 1), ("ADP", 2), ("NOUN", 3), ("VERB", 4)] * 10)
+    verdict = pos_verdict(early)
+    assert verdict["holds"] is True and verdict["verdict"] == "holds" and verdict["n"] == 40
+    assert "95 % CI" in verdict["evidence"] and "1.50 over 20" in verdict["evidence"]  # function words: (1 + 2) / 2
+    late = _rank_rows("tag", [("DET", 4), ("NOUN", 1)] * 10)
+    assert pos_verdict(late)["verdict"] == "does not hold"
+    few = _rank_rows("tag", [("DET", 1), ("NOUN", 3), ("DET", 4), ("NOUN", 2)])  # 2 each, overlapping
+    assert pos_verdict(few)["verdict"] == "cannot tell at this n"
     assert pos_verdict(_rank_rows("tag", [("DET", 1)]))["holds"] is None
     assert pos_verdict(None)["holds"] is None
 
 
 def test_facts_verdict_needs_the_first_token_to_come_last() -> None:
-    rows = _rank_rows("token_num", [(1, 4), (2, 1), (1, 3), (2, 2)]).assign(answer_len=2)
+    rows = _rank_rows("token_num", [(1, 4), (2, 1), (1, 3), (2, 2)] * 10).assign(answer_len=2)
     verdict = facts_verdict(rows)
     assert verdict["holds"] is True and "token 1 3.5" in verdict["evidence"]
-    assert facts_verdict(_rank_rows("token_num", [(1, 1), (2, 3)]).assign(answer_len=2))["holds"] is False
+    assert facts_verdict(_rank_rows("token_num", [(1, 1), (2, 3)] * 10).assign(answer_len=2))["holds"] is False
+    few = _rank_rows("token_num", [(1, 4), (2, 1), (1, 1), (2, 3)]).assign(answer_len=2)
+    assert facts_verdict(few)["verdict"] == "cannot tell at this n"
     assert facts_verdict(_rank_rows("token_num", [(1, 1)]).assign(answer_len=1))["holds"] is None
 
 
+def _flip_rows(changed: int, n: int) -> pd.DataFrame:
+    """n prefixes over layers 0..2; ``changed`` of them have a layer-1 pick the final layer changes."""
+    rows = []
+    for example in range(n):
+        guess1 = 1 if example < changed else 7
+        rows += [{"example": example, "layer": layer, "guess": g, "final": 7} for layer, g in enumerate([1, guess1, 7])]
+    return pd.DataFrame(rows)
+
+
 def test_options_flip_and_frequency_verdicts() -> None:
-    summary = pd.DataFrame({"identify_rel": [0.2, 0.3, np.nan], "decision_rel": [0.7, 0.9, 0.8]})
+    summary = pd.DataFrame({"identify_rel": [0.2, 0.3, np.nan] * 10, "decision_rel": [0.7, 0.9, 0.8] * 10})
     assert options_verdict(summary)["holds"] is True
     assert options_verdict(summary.assign(decision_rel=0.3))["holds"] is False
-    rows = pd.DataFrame({"example": [0, 0, 0, 1, 1, 1], "layer": [0, 1, 2] * 2, "guess": [1, 2, 7, 1, 8, 8],
-                         "final": [7, 7, 7, 8, 8, 8]})
-    flip = flip_verdict(rows)
-    assert flip["holds"] is False and "50%" in flip["evidence"]  # one of two layer-1 picks changes
-    shares = pd.DataFrame({"column": ["1", "final"], "bucket": "Top-10", "share": [0.8, 0.3]})
+    assert options_verdict(summary.head(3).assign(identify_rel=[0.2, 0.7, np.nan]))["holds"] is None
+    # the flip rate is judged on its Wilson interval against the paper's 60-80 % band
+    inside = flip_verdict(_flip_rows(700, 1000))
+    assert inside["holds"] is True and "700 of 1000" in inside["evidence"]
+    everything = flip_verdict(_flip_rows(200, 200))  # 100 %: above the band, and the verdict says so
+    assert everything["verdict"] == "does not hold" and "above the paper's band" in everything["evidence"]
+    assert flip_verdict(_flip_rows(10, 10))["verdict"] == "cannot tell at this n"  # 100 % of 10: CI reaches 72 %
+    half = flip_verdict(_flip_rows(1, 2))
+    assert half["holds"] is None and "1 of 2" in half["evidence"]
+    shares = pd.DataFrame({"column": ["1", "1", "final", "final"], "bucket": ["Top-10", "Rest"] * 2,
+                           "share": [0.8, 0.2, 0.3, 0.7], "count": [160, 40, 60, 140]})
     assert frequency_verdict(shares)["holds"] is True
-    assert frequency_verdict(shares.assign(share=[0.4, 0.3]))["holds"] is False
+    assert frequency_verdict(shares.assign(count=[80, 120, 60, 140]))["holds"] is False
+    assert frequency_verdict(shares.assign(count=[4, 1, 2, 3]))["holds"] is None

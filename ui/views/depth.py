@@ -97,5 +97,4 @@ def show_verdicts(results: dict[str, dict[str, pd.DataFrame]]) -> None:
     for verdict in verdicts(results):
         holds = verdict["holds"]
         icon = {True: ":material/check_circle:", False: ":material/cancel:"}.get(holds, ":material/help:")
-        word = {True: "holds", False: "does not hold"}.get(holds, "cannot tell yet")
-        st.markdown(f"{icon} **{verdict['claim']}** — {word} for this model ({verdict['evidence']}).")
+        st.markdown(f"{icon} **{verdict['claim']}** — {verdict['verdict']} ({verdict['evidence']}).")

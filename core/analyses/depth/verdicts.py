@@ -6,42 +6,62 @@ import pandas as pd
 
 from core.analyses.depth.pos import CONTENT_TAGS, FUNCTION_TAGS
 from core.analyses.depth.readout import earliest_layer
+from core.analyses.uncertainty import Verdict, bootstrap_difference, bootstrap_mean, wilson
 
 
 # -- verdicts -------------------------------------------------------------------------------------------
-def _verdict(claim: str, holds: bool | None, evidence: str) -> dict:
-    return {"claim": claim, "holds": holds, "evidence": evidence}
+def _verdict(claim: str, holds: bool | None, evidence: str, n: int = 0) -> dict:
+    word = {True: "holds", False: "does not hold"}.get(holds, "cannot tell at this n" if n else "cannot tell yet")
+    return {"claim": claim, "holds": holds, "verdict": word, "evidence": evidence, "n": n}
 
 
-def _mean_first_hit(rows: pd.DataFrame, keys: list[str]) -> pd.Series:
-    """Mean over examples of l*(1), per ``keys``."""
+def _judged(v: Verdict, evidence: str) -> dict:
+    """A verdict whose wording and holds come from the interval it prints."""
+    return _verdict(v.claim, v.holds, f"{v.interval_text(2)}; {evidence}", v.n)
+
+
+def _first_hits(rows: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """l*(1) per example (and ``keys``): the earliest layer from which the target stays at rank 1."""
     records = [(*key, earliest_layer(f.sort_values("layer")["rank"].to_numpy(), 1))
                for key, f in rows.groupby(keys + ["example"])]
-    return pd.DataFrame(records, columns=keys + ["example", "hit"]).groupby(keys)["hit"].mean()
+    return pd.DataFrame(records, columns=keys + ["example", "hit"])
 
 
 def pos_verdict(pos_rows: pd.DataFrame | None) -> dict:
     claim = "function words (DET/ADP/PUNCT) reach rank 1 earlier than content words (NOUN/VERB/ADJ)"
     if pos_rows is None or pos_rows.empty:
         return _verdict(claim, None, "no POS data")
-    means = _mean_first_hit(pos_rows, ["tag"])
+    hits = _first_hits(pos_rows, ["tag"])
+    means = hits.groupby("tag").hit.mean()
     func, cont = [t for t in FUNCTION_TAGS if t in means], [t for t in CONTENT_TAGS if t in means]
     if not func or not cont:
         return _verdict(claim, None, f"need both groups; have {sorted(means.index)}")
-    f, c = means[func].mean(), means[cont].mean()
+    f_hits, c_hits = hits[hits.tag.isin(func)].hit, hits[hits.tag.isin(cont)].hit
+    diff, low, high = bootstrap_difference(f_hits, c_hits)
     detail = ", ".join(f"{t} {means[t]:.1f}" for t in func + cont)
-    return _verdict(claim, bool(f < c), f"mean l*(1): function {f:.2f} vs content {c:.2f} ({detail})")
+    verdict = Verdict(claim, diff, low, high, n=len(f_hits) + len(c_hits))
+    return _judged(verdict, f"l*(1) content minus function words in layers (function {f_hits.mean():.2f} over "
+                            f"{len(f_hits)}, content {c_hits.mean():.2f} over {len(c_hits)}; {detail})")
+
+
+FLIP_BAND = (0.6, 0.8)
+"""The paper's share of early (layer 1) picks that the final layer changes."""
 
 
 def flip_verdict(freq_rows: pd.DataFrame | None) -> dict:
     claim = "60-80 % of early (layer 1) top-1 picks are changed by the final layer"
     if freq_rows is None or freq_rows.empty or freq_rows.layer.max() < 2:
         return _verdict(claim, None, "no frequency data")
-    flipped = (freq_rows.guess != freq_rows.final).groupby(freq_rows.layer).mean()  # [layer]
-    r1, r0, last = float(flipped[1]), float(flipped[0]), float(flipped.iloc[-1])
-    n = freq_rows.example.nunique()
-    return _verdict(claim, bool(r1 >= 0.6), f"flip rate after block 1 {r1:.0%} (embeddings {r0:.0%}, last layer "
-                    f"{last:.0%}) over {n} prefixes; paper 60-80 %{'' if 0.6 <= r1 <= 0.8 else ' (outside that band)'}")
+    changed = freq_rows.guess != freq_rows.final
+    at1 = changed[freq_rows.layer == 1]
+    k, n = int(at1.sum()), int(at1.size)
+    low, high = wilson(k, n)
+    flipped = changed.groupby(freq_rows.layer).mean()  # [layer]
+    verdict = Verdict(claim, k / n, low, high, n=n, threshold=FLIP_BAND[0], upper=FLIP_BAND[1])
+    where = "" if verdict.holds is not False else (" (above the paper's band)" if low > FLIP_BAND[1]
+                                                    else " (below the paper's band)")
+    return _judged(verdict, f"{k} of {n} prefixes' layer-1 picks change, Wilson interval{where}; embeddings "
+                            f"{flipped.iloc[0]:.0%}, last layer {flipped.iloc[-1]:.0%}; paper 60-80 %")
 
 
 def facts_verdict(facts_rows: pd.DataFrame | None) -> dict:
@@ -49,13 +69,18 @@ def facts_verdict(facts_rows: pd.DataFrame | None) -> dict:
     if facts_rows is None or facts_rows.empty:
         return _verdict(claim, None, "no fact data")
     multi = facts_rows[facts_rows.answer_len > 1]
-    means = _mean_first_hit(multi, ["token_num"]) if not multi.empty else pd.Series(dtype=float)
+    hits = _first_hits(multi, ["token_num"]) if not multi.empty else pd.DataFrame(columns=["token_num", "hit"])
+    means = hits.groupby("token_num").hit.mean()
     if 1 not in means.index or len(means) < 2:
         return _verdict(claim, None, f"need first and later tokens of multi-token answers; have token_num "
                         f"{sorted(means.index)}")
     later = means.drop(1)
+    slowest = later.idxmax()
+    diff, low, high = bootstrap_difference(hits[hits.token_num == slowest].hit, hits[hits.token_num == 1].hit)
     detail = ", ".join(f"token {int(i)} {v:.1f}" for i, v in means.items())
-    return _verdict(claim, bool(means[1] > later.max()), f"mean l*(1) in 2-3 token answers: {detail}")
+    verdict = Verdict(claim, diff, low, high, n=int((hits.token_num == 1).sum()))
+    return _judged(verdict, f"l*(1) of the first token minus the slowest later one (token {int(slowest)}), "
+                            f"n = first tokens; mean l*(1) in multi-token answers: {detail}")
 
 
 def options_verdict(summary: pd.DataFrame | None) -> dict:
@@ -65,24 +90,40 @@ def options_verdict(summary: pd.DataFrame | None) -> dict:
     found = summary.identify_rel.dropna()
     if found.empty:
         return _verdict(claim, None, "the options never filled the top ranks")
-    ident, decide = float(found.median()), float(summary.decision_rel.median())
-    return _verdict(claim, bool(ident < 0.5 <= decide), f"median relative depth: identification {ident:.2f} "
-                    f"({len(found)}/{len(summary)} identified), decision {decide:.2f}")
+    ident = Verdict("identified before half depth", *bootstrap_mean(found), n=len(found), threshold=0.5,
+                    above=False)
+    decide = Verdict("decided at or after half depth", *bootstrap_mean(summary.decision_rel.dropna()),
+                     n=int(summary.decision_rel.notna().sum()), threshold=0.5 - 1e-9)
+    parts = (ident.holds, decide.holds)
+    holds = True if parts == (True, True) else False if False in parts else None
+    n = min(ident.n, decide.n)
+    return _verdict(claim, holds, f"mean relative depth of identification {ident.interval_text(2)} "
+                                  f"({len(found)}/{len(summary)} identified), of decision {decide.interval_text(2)}",
+                    n)
 
 
 def frequency_verdict(shares: pd.DataFrame | None) -> dict:
-    claim = "early layers favour frequent tokens (Top-10 share after block 1 >> final)"
+    claim = "early layers favour frequent tokens (Top-10 share after block 1 at least twice the final one)"
     if shares is None or shares.empty:
         return _verdict(claim, None, "no frequency data")
-    top = shares[shares.bucket == "Top-10"].set_index("column").share
-    early, final = float(top.get("1", 0.0)), float(top.get("final", 0.0))
-    return _verdict(claim, bool(early >= 2 * final and early > final),
-                    f"Top-10 share after block 1 {early:.0%}, final {final:.0%} (paper: >75 % vs ~33 %)")
+    totals = shares.groupby("column")["count"].sum() if "count" in shares else None
+    top = shares[shares.bucket == "Top-10"].set_index("column")
+    if totals is None or "1" not in top.index or "final" not in top.index:
+        return _verdict(claim, None, "need the Top-10 counts after block 1 and at the end")
+    k1, n1 = int(top.loc["1", "count"]), int(totals["1"])
+    kf, nf = int(top.loc["final", "count"]), int(totals["final"])
+    (lo1, hi1), (lof, hif) = wilson(k1, n1), wilson(kf, nf)
+    holds = True if lo1 > 2 * hif else False if hi1 <= 2 * lof else None
+    return _verdict(claim, holds, f"Top-10 share after block 1 {k1 / n1:.0%} (95 % CI {lo1:.0%}-{hi1:.0%}), final "
+                                  f"{kf / nf:.0%} ({lof:.0%}-{hif:.0%}), n = {n1} (paper: >75 % vs ~33 %)", n1)
 
 
 def verdicts(results: dict[str, dict[str, pd.DataFrame]]) -> list[dict]:
-    """Section results (as :func:`run_section` returns, keyed by section) -> [{claim, holds, evidence}]."""
-    get = lambda section, table: results.get(section, {}).get(table)
+    """Section results (as :func:`run_section` returns, keyed by section) -> [{claim, holds, verdict, evidence, n}]:
+    holds True / False / None (cannot tell: no data, or the 95 % interval straddles the claim's threshold)."""
+    def get(section: str, table: str) -> pd.DataFrame | None:
+        return results.get(section, {}).get(table)
+
     return [pos_verdict(get("pos", "rows")), flip_verdict(get("frequency", "rows")),
             facts_verdict(get("facts", "rows")), options_verdict(get("options", "summary")),
             frequency_verdict(get("frequency", "shares"))]
