@@ -1,7 +1,8 @@
 """Layerscope: ``streamlit run app.py``. The page menu (titles, icons, order), then the chosen page.
 
-Each page is a plain script under pages/ (runnable alone too, e.g. by ``AppTest.from_file``); the home page is
-pages/0_Home.py. URL paths are inferred from the file names as in a classic pages/ app: "/", "/Lens", ...
+Each page is a plain script under app_pages/ (runnable alone too, e.g. by ``AppTest.from_file``); the home page is
+app_pages/0_Home.py. Not pages/: Streamlit discovers a folder of that name on its own, and when a fresh server's first
+request was a deep link it served that list instead of this menu to every later visitor. URL paths are inferred from the file names as in a classic multipage app: "/", "/Lens", ...
 """
 
 import streamlit as st

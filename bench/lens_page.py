@@ -9,7 +9,7 @@ Measured in one process, model loaded and warmed up first, on real Wikipedia tex
 * **what-if edit**: a 200-token prompt with its last word changed: the page's path (continue the base prompt's cache,
   reuse the statistics of the shared positions, compute the rest of the window) against recomputing the edited prompt
   from scratch the new way and the old way;
-* **the page itself**: Streamlit's AppTest running pages/1_Lens.py on a fresh 512-token prompt (everything the page
+* **the page itself**: Streamlit's AppTest running app_pages/1_Lens.py on a fresh 512-token prompt (everything the page
   draws, cell details included), after a warm-up run on the default prompt.
 
     .venv/bin/python bench/lens_page.py [--skip-page]
@@ -101,7 +101,7 @@ def page_run(tokenizer) -> str:
     """Wall time of AppTest running the Lens page on a fresh 512-token prompt, after a warm-up run."""
     from streamlit.testing.v1 import AppTest
 
-    script = str(ROOT / "pages" / "1_Lens.py")
+    script = str(ROOT / "app_pages" / "1_Lens.py")
     warm = AppTest.from_file(script, default_timeout=600)
     warm.run()
     text = tokenizer.decode(wiki_ids(tokenizer, 512))

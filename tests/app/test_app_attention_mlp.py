@@ -12,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-PAGE = ROOT / "pages" / "6_Attention_MLP.py"
+PAGE = ROOT / "app_pages" / "6_Attention_MLP.py"
 pytestmark = pytest.mark.integration
 # block 30, the last (was amlp_layers=29 in the 0-based numbering)
 SMALL = {"amlp_blocks": "30", "amlp_per_layer": "1", "amlp_n_texts": "3", "amlp_window": "48", "amlp_top": "4"}

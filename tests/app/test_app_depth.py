@@ -14,7 +14,7 @@ from ui import cached
 
 ROOT = Path(__file__).resolve().parents[2]
 
-DEPTH = ROOT / "pages" / "3_Depth.py"
+DEPTH = ROOT / "app_pages" / "3_Depth.py"
 DEFAULT_PROMPT = "The capital of France is"
 pytestmark = pytest.mark.integration
 

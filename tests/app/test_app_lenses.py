@@ -13,8 +13,8 @@ from ui import cached
 
 ROOT = Path(__file__).resolve().parents[2]
 
-LENS = ROOT / "pages" / "1_Lens.py"
-EXTRACTION = ROOT / "pages" / "2_Extraction.py"
+LENS = ROOT / "app_pages" / "1_Lens.py"
+EXTRACTION = ROOT / "app_pages" / "2_Extraction.py"
 pytestmark = pytest.mark.integration
 
 

@@ -22,8 +22,8 @@ from ui import cached
 from ui.page import REMOTE_NOTE
 
 ROOT = Path(__file__).resolve().parents[2]
-LENS = ROOT / "pages" / "1_Lens.py"
-DEPTH = ROOT / "pages" / "3_Depth.py"
+LENS = ROOT / "app_pages" / "1_Lens.py"
+DEPTH = ROOT / "app_pages" / "3_Depth.py"
 HOME = ROOT / "app.py"
 TIMEOUT = 180
 REMOTE_MODEL = "meta-llama/Llama-3.1-8B,device=ndif"

@@ -10,7 +10,7 @@ from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-PAGE = ROOT / "pages" / "5_Neuron_topics.py"
+PAGE = ROOT / "app_pages" / "5_Neuron_topics.py"
 pytestmark = pytest.mark.integration
 
 

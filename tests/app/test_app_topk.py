@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-PAGE = ROOT / "pages" / "4_Top-k_order.py"
+PAGE = ROOT / "app_pages" / "4_Top-k_order.py"
 SECTIONS = ("saturation", "baseline", "probing", "early-exit", "better-lm")
 pytestmark = pytest.mark.integration
 # the same settings as the integration test in tests/test_topk/ (they share the per-text disk cache)

@@ -1,6 +1,6 @@
 """End to end: the real app in a `streamlit run` subprocess, every page opened in headless Chromium.
 
-Pages are discovered from pages/, so a new page is covered without touching this file. Each page must
+Pages are discovered from app_pages/, so a new page is covered without touching this file. Each page must
 finish running with no exception and no error alert on the default input, show its title, and leave a
 full-page screenshot in tests/artifacts/ (git-ignored) for a human to look at. LAYERSCOPE_E2E_WIDTH=1280 (or 1920)
 sets the browser width (default 1400); the screenshots then go to tests/artifacts/w1280/.
@@ -47,15 +47,15 @@ def _title_of(script: Path) -> str | None:
 
 
 def _url_path(script: Path) -> str:
-    """Streamlit's pathname of a pages/ file: "1_Lens.py" -> "Lens" (number prefix and suffix dropped)."""
+    """Streamlit's pathname of an app_pages/ file: "1_Lens.py" -> "Lens" (number prefix and suffix dropped)."""
     name = re.sub(r"^[0-9]*[_ -]*", "", script.stem) or script.stem
     return re.sub(r"[_ ]+", "_", name).strip("_")
 
 
 def discover_pages() -> list[Page]:
-    """The home page, then every page under pages/ in Streamlit's order."""
-    scripts = sorted((ROOT / "pages").glob("*.py"), key=lambda p: (_leading_number(p.name), p.name))
-    home = ROOT / "pages" / "0_Home.py"  # app.py's default page, served at "/"
+    """The home page, then every page under app_pages/ in Streamlit's order."""
+    scripts = sorted((ROOT / "app_pages").glob("*.py"), key=lambda p: (_leading_number(p.name), p.name))
+    home = ROOT / "app_pages" / "0_Home.py"  # app.py's default page, served at "/"
     return [Page("", _title_of(home), home)] + [
         Page(_url_path(s), _title_of(s), s) for s in scripts if not s.name.startswith("_") and s != home]
 
