@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any, Callable
 
 import streamlit as st
@@ -21,10 +20,23 @@ def watch(key: str) -> None:
             return
         if job.done:
             st.rerun()
-        elapsed = time.monotonic() - job.started
-        st.progress(job.fraction, text=f"{job.label}: {job.message} ({elapsed:.0f} s)")
+        st.progress(job.fraction, text=f"{job.label}: {job.message} ({progress_text(job)})")
 
     _progress()
+
+
+def progress_text(job) -> str:
+    """"12 s so far, about 40 s to go" (measured from the work done so far), or "estimating" early on."""
+    eta = job.eta()
+    if job.cancel_requested.is_set():
+        return f"{job.elapsed:.0f} s so far, cancelling…"
+    to_go = "estimating the time to go" if eta is None else f"about {_duration(eta)} to go"
+    return f"{_duration(job.elapsed)} so far, {to_go}"
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    return f"{seconds} s" if seconds < 90 else f"{seconds // 60} min {seconds % 60:02d} s"
 
 
 def job_panel(key: str, label: str, work: Callable[[Progress], Any], *, button: str = "Run",
@@ -48,6 +60,14 @@ def job_panel(key: str, label: str, work: Callable[[Progress], Any], *, button: 
         return None
     if not job.done:
         watch(key)
+        st.button("Cancel", key=f"cancel_{button_key}", on_click=job.cancel,
+                  help="Stops at the job's next progress step; nothing half-done is stored.")
+        return None
+    if job.cancelled:
+        st.info(f"{label}: {job.error}")
+        registry.forget(key)
+        st.button(button, key=button_key, type="primary", disabled=disabled,
+                  on_click=lambda: registry.start(key, label, work))
         return None
     if job.error:
         st.error(f"{label} failed: {job.error}")

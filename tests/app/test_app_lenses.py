@@ -66,3 +66,29 @@ def test_extraction_runs_and_states_the_verdicts() -> None:
     assert verdicts and verdicts[0].startswith(":material/check_circle: Check (true by construction")
     [rises] = [m.value for m in at.markdown if "rises with depth" in m.value]
     assert "95 % CI" in rises and "n = 5" in rises  # a finding states its interval and n
+
+
+def test_extraction_job_can_be_cancelled_and_shows_a_measured_eta() -> None:
+    """A long run shows its time so far and a measured time to go, can be cancelled, and then offers Run again;
+    nothing is stored for it (the same request starts from the beginning)."""
+    at = run_page(EXTRACTION, n="300", seed="12345")
+    at.multiselect(key="w_methods").set_value(["logit", "identity"]).run()
+    at.button(key="run_extraction").click().run()
+    deadline = time.monotonic() + 120
+    texts: list[str] = []
+    while time.monotonic() < deadline:
+        time.sleep(1.5)
+        at.run()
+        texts = [p.proto.text for p in at.get("progress")]
+        if any("so far, about" in t for t in texts):
+            break
+    assert any("so far, about" in t and "to go" in t for t in texts), texts
+    at.button(key="cancel_run_extraction").click().run()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not any("Cancelled after" in i.value for i in at.info):
+        time.sleep(1)
+        at.run()
+    assert any("Cancelled after" in i.value and "nothing was stored" in i.value for i in at.info), \
+        [i.value for i in at.info]
+    assert not at.exception and not at.error
+    assert any(b.key == "run_extraction" for b in at.button)  # Run again, from the start

@@ -101,8 +101,9 @@ def work(spec_key: str, request: ExtractionRequest) -> Callable[[Progress], pd.D
 
 def run_job(spec_key: str, request: ExtractionRequest) -> pd.DataFrame | None:
     """The Run button, then the job's progress; returns its rows (one per text, layer and method) once done."""
-    caption = (f"{len(request.texts)} texts from {request.corpus_label}; about 0.5 s per text on 2 CPU cores. "
-               "Results are cached on disk.")
+    caption = (f"{len(request.texts)} texts from {request.corpus_label}, {len(request.methods)} methods. The progress "
+               "bar shows the time to go, measured from the work done so far; a run can be cancelled. Results are "
+               "cached on disk.")
     return job_panel(job_key(spec_key, request), "Extraction", work(spec_key, request), button_key="run_extraction",
                      caption=caption)
 
