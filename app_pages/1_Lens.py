@@ -1,5 +1,6 @@
 """Lens: what each layer would predict, at every position of the prompt."""
 
+from ui.downloads import name_prompt
 from ui.format import strided_layers
 from ui.page import page
 from ui.views import lens as lens_view
@@ -16,6 +17,7 @@ with page("Lens", ":material/layers:", lens_view.URL_KEYS, caption=CAPTION, remo
     spec_key, prompt = selection.spec.key(), selection.prompt
     n_layers = selection.session.adapter.n_layers
     lens_view.reset_on_new_prompt(prompt)
+    name_prompt(prompt)  # downloads carry the prompt's slug
     opts = lens_view.options(n_layers, remote=selection.session.remote)
     tokens = lens_view.prompt_tokens(spec_key, prompt)  # one forward pass per prompt (progress on long ones)
     first, last = lens_view.position_window(len(tokens))

@@ -17,6 +17,7 @@ from typing import Iterator, NoReturn, Sequence
 import streamlit as st
 
 from core.model.remote import api_key_scope
+from ui.downloads import set_context
 from ui.sidebar import Selection, ndif_key, sidebar
 from ui.state import write_url
 
@@ -54,6 +55,7 @@ def page(title: str, icon: str, url_keys: Sequence[str] = (), *, heading: str | 
     keys = [*SHARED_KEYS, *(k for k in url_keys if k not in SHARED_KEYS)]
     try:
         selection = sidebar()
+        set_context(title, st.session_state.get("ls_model", ""))
         st.title(heading or title)
         if caption:
             st.caption(caption)

@@ -8,6 +8,7 @@ import streamlit as st
 from core.analyses.lens import LensResult
 from ui import cached
 from ui.charts import lens as charts
+from ui.downloads import name_prompt
 from ui.format import layer_label, show_token
 from ui.menu import ANALYSES
 from ui.page import stop_page
@@ -35,9 +36,12 @@ def _last_position_table(final: pd.DataFrame) -> pd.DataFrame:
 
 
 def _lens_result(selection: Selection) -> LensResult:
-    """The logit lens over the sidebar's prompt; a bad prompt (empty, too long) ends the page with its message."""
+    """The logit lens at the sidebar prompt's last position (every layer); a bad prompt (empty, too long) ends the page
+    with its message."""
+    name_prompt(selection.prompt)
     try:
-        return cached.lens_result(selection.spec.key(), selection.prompt, QUICK_TOP_K, ())
+        n_tokens = len(cached.prompt_tokens(selection.spec.key(), selection.prompt))
+        return cached.lens_result(selection.spec.key(), selection.prompt, QUICK_TOP_K, (), positions=(n_tokens - 1,))
     except (ValueError, MemoryError) as err:
         stop_page(str(err))
 

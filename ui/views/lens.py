@@ -8,8 +8,14 @@ from dataclasses import dataclass
 import pandas as pd
 import streamlit as st
 
-from core.analyses.lens import (LensResult, align_positions, compare_frames, deleted_tokens, first_layer_reaching,
-                                 settling_layer)
+from core.analyses.lens import (
+    LensResult,
+    align_positions,
+    compare_frames,
+    deleted_tokens,
+    first_layer_reaching,
+    settling_layer,
+)
 from core.analyses.params import DEFAULT_TOP_K, MAX_TOP_K
 from core.lenses.registry import LEARNED  # the lenses that need training first
 from ui import cached
