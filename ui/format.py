@@ -8,10 +8,11 @@ from core.layers import after_block, layer_label  # noqa: F401  (the pages' labe
 
 
 def show_token(text: str) -> str:
-    """Make whitespace visible: ' Paris' -> '·Paris', newline -> '\\n' (glyphs every font has)."""
+    """Make whitespace visible and unambiguous: ' Paris' -> '␣Paris' (U+2423, which no token confuses with a '.' the
+    way a middle dot could), newline -> '\\n', tab -> '\\t'."""
     if text == "":
         return "(empty)"
-    return text.replace(" ", "·").replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
+    return text.replace(" ", "␣").replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
 
 
 def strided_layers(n_layers: int, stride: int) -> list[int]:
@@ -31,3 +32,15 @@ def auto_stride(n_layers: int, max_rows: int = 32) -> int:
 def p_text(p: float | None) -> str:
     """A p-value for captions: 'n/a' when missing, two significant digits, scientific below 0.001."""
     return "n/a" if p is None or not math.isfinite(p) else f"{p:.2g}" if p >= 1e-3 else f"{p:.1e}"
+
+
+SYMLOG_TICKS = (0, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+
+
+def symlog_ticks(values) -> list[float]:
+    """Tick values for a symlog axis over ``values``: 0, 0.1, 0.2, 0.5, 1, 2, 5, ... up to the first tick above the
+    largest value (Vega's own symlog ticks fall only at a few round numbers and flatten a 0-10 range)."""
+    top = max([float(v) for v in values if v == v] + [0.0])
+    ticks = [t for t in SYMLOG_TICKS if t <= top]
+    above = [t for t in SYMLOG_TICKS if t > top]
+    return ticks + above[:1]

@@ -38,7 +38,7 @@ def test_neuron_heads_ablation_and_summary() -> None:
     at.run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert at.selectbox(key="w_amlp_neuron").value == NEURON
-    assert at.selectbox(key="w_amlp_neuron").options[0].startswith("block 30 · neuron 1135 → ·her")
+    assert at.selectbox(key="w_amlp_neuron").options[0].startswith("block 30 · neuron 1135 → ␣her")
     at.button(key="run_amlp_neuron").click().run()
     _wait(at, lambda: any("max-activating prompts" in t for t in _texts(at)))
     assert not at.exception and not at.error, [e.value for e in at.error]

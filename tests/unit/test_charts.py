@@ -136,3 +136,14 @@ def test_kl_chart_labels_the_embeddings() -> None:
     chart = lens_training.kl_chart(frame)
     spec(chart)
     assert list(chart.data.layer_label) == ["emb", "1", "emb", "1"]
+
+
+def test_symlog_axes_tick_where_the_data_is() -> None:
+    from ui.format import symlog_ticks
+
+    assert symlog_ticks([0.0, 3.2, 9.7]) == [0, 0.1, 0.2, 0.5, 1, 2, 5, 10]  # a 0-10 nats range keeps its ticks
+    assert symlog_ticks([0.05]) == [0, 0.1]
+    assert symlog_ticks([float("nan"), 40.0])[-1] == 50
+    frame = lens_frame()
+    spec = lens.layer_profile(frame, 1).to_dict()
+    assert spec["encoding"]["y"]["axis"]["values"][:3] == [0, 0.1, 0.2]

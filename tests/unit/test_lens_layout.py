@@ -125,7 +125,7 @@ def test_labels_and_text_adapt_to_the_cell_width(n_pos: int, width: int, angle: 
         assert texts and {float(t.get("font-size").rstrip("px")) for t in texts} == {text_px}
         shown = {t.text for t in texts}
         if band > 100:
-            assert shown == {"·interpretability"}
+            assert shown == {"␣interpretability"}
         else:  # cut to the cell's width
             assert all(t.endswith("…") for t in shown), shown
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
+from ui.format import symlog_ticks
+
 
 def metric_chart(summary: pd.DataFrame, metric: str) -> alt.Chart:
     """Summary rows (layer, method, ``metric``, n) -> one line per method across source layers.
@@ -15,7 +17,8 @@ def metric_chart(summary: pd.DataFrame, metric: str) -> alt.Chart:
     return alt.Chart(summary).mark_line(point=True).encode(
         x=alt.X("layer:Q", title="source layer (0 = embeddings)"),
         y=alt.Y(f"{metric}:Q", scale=scale,
-                title="precision@1" if metric == "precision_at_1" else f"{metric.replace('_', ' ')} (nats, symlog)"),
+                title="precision@1" if metric == "precision_at_1" else f"{metric.replace('_', ' ')} (nats, symlog)",
+                axis=alt.Axis() if metric == "precision_at_1" else alt.Axis(values=symlog_ticks(summary[metric]))),
         color=alt.Color("method:N", title="method"),
         strokeDash=alt.StrokeDash("method:N", title="method"),
         tooltip=["layer", "method", alt.Tooltip(f"{metric}:Q", format=".3f"), "n"],

@@ -6,7 +6,7 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
-from ui.format import layer_label, show_token
+from ui.format import layer_label, show_token, symlog_ticks
 
 # metric name shown to the user -> (frame column, colour scale, legend title)
 HEATMAP_METRICS: dict[str, tuple[str, alt.Scale, str]] = {
@@ -165,7 +165,8 @@ def layer_profile(frame: pd.DataFrame, position: int) -> alt.Chart:
         id_vars=["layer"], value_vars=["entropy", "kl_to_final"], var_name="statistic", value_name="nats")
     return alt.Chart(sub).mark_line(point=True).encode(
         x=alt.X("layer:Q", title="layer (0 = embeddings)"),
-        y=alt.Y("nats:Q", scale=alt.Scale(type="symlog"), title="nats (symlog)"),
+        y=alt.Y("nats:Q", scale=alt.Scale(type="symlog"), title="nats (symlog)",
+                axis=alt.Axis(values=symlog_ticks(sub.nats))),
         color=alt.Color("statistic:N", legend=alt.Legend(orient="bottom", title=None)),
         tooltip=["layer", "statistic", alt.Tooltip("nats:Q", format=".3f")],
     ).properties(width=480, height=300)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
-from ui.format import layer_label
+from ui.format import layer_label, symlog_ticks
 
 
 def kl_chart(frame: pd.DataFrame) -> alt.Chart:
@@ -13,6 +13,7 @@ def kl_chart(frame: pd.DataFrame) -> alt.Chart:
     data = frame.assign(layer_label=frame.layer.map(layer_label))
     return alt.Chart(data).mark_line(point=True).encode(
         x=alt.X("layer:Q", title="layer (0 = embeddings)"),
-        y=alt.Y("kl:Q", scale=alt.Scale(type="symlog"), title="held-out KL(final ‖ lens), nats (symlog)"),
+        y=alt.Y("kl:Q", scale=alt.Scale(type="symlog"), title="held-out KL(final ‖ lens), nats (symlog)",
+                axis=alt.Axis(values=symlog_ticks(frame.kl))),
         color=alt.Color("lens:N"), tooltip=["layer_label", "lens", alt.Tooltip("kl:Q", format=".3f")],
     ).properties(width=520, height=260)
