@@ -16,8 +16,11 @@ import torch
 
 POS_TILE = 128
 """Positions per lens call."""
-CALL_MB = 64
-"""Logits of one lens call stay within this: [rows, vocab] float32, rows = a group of layers x a position tile."""
+CALL_MB = 31
+"""Logits of one lens call stay within this: [rows, vocab] float32, rows = a group of layers x a position tile.
+Below glibc's 32 MiB cap on its mmap threshold: from the second call on, a call's logits reuse freed heap memory,
+where larger ones are mapped afresh and page-faulted on every call (measured on CPU: the unembedding product of
+[256, vocab] 48 MB logits runs ~20% slower than two of [128, vocab])."""
 
 
 def position_tiles(n_pos: int, tile: int | None = None) -> list[slice]:
@@ -41,15 +44,65 @@ def layer_groups(n_layers: int, tile: int, vocab: int, call_mb: float | None = N
     return [list(range(s, min(n_layers, s + size))) for s in range(0, n_layers, size)]
 
 
+BLOCK_ROWS = 8
+"""Rows of one layer a CPU reduces at a time (other devices: all of them): a [rows, vocab] float32 block (1.5 MB at
+49k tokens) and its scratch stay in a core's cache across the passes over it. Measured on 2 cores, 49k vocabulary,
+against blocks of a whole 128-position layer: ~25% faster idle, and alongside another torch process using 2
+threads; as fast alongside one using 1 thread; ~2x slower only alongside a busy loop pinned to one core (each
+pass is one parallel op whose threads meet at a barrier: a thread waiting for its core stalls it)."""
+TOP_BLOCK = 128
+"""Columns per block of :func:`top_k`'s first pass."""
+EXP_FLOOR = -64.0
+"""exp(z) is taken of max(z, EXP_FLOOR): exp of z below ~-87 is subnormal (or 0), and a pass over subnormals costs a
+CPU ~90x (measured: the embeddings' logits span ~300). exp(-64) = 2e-28, so S = sum exp(z) >= 1 moves by under
+vocab x 2e-28, far below float32's resolution, and p_f = exp(z_f) / S_f stays normal for vocabularies below 10**10."""
+
+
+def top_k(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """[row, vocab] -> (values, ids) [row, k] of each row's k largest entries, best first: torch.topk's values.
+
+    One pass takes the maximum of every block of :data:`TOP_BLOCK` columns; torch.topk then runs over the k blocks
+    with the largest maxima and the partial block at the end only. Exact: an entry outside those blocks is at
+    most its block's maximum, so at most each chosen block's maximum, and k entries of the candidates are at
+    least as large. Among exactly tied entries the ids may differ from a topk over the whole row. (topk over a
+    49k row costs ~5x the block pass and the candidates' topk together.) Few blocks (n_blk <= 4k): plain topk.
+    """
+    rows, vocab = x.shape
+    n_blk = vocab // TOP_BLOCK
+    if n_blk <= 4 * k:
+        top = x.topk(k, dim=-1)
+        return top.values, top.indices
+    head = n_blk * TOP_BLOCK
+    best = x[:, :head].view(rows, n_blk, TOP_BLOCK).amax(-1).topk(k, dim=-1).indices  # [row, k] block numbers
+    cols = (best[..., None] * TOP_BLOCK + torch.arange(TOP_BLOCK, device=x.device)).flatten(1)  # [row, k TOP_BLOCK]
+    if head < vocab:
+        cols = torch.cat([cols, torch.arange(head, vocab, device=x.device).expand(rows, -1)], 1)
+    top = x.gather(1, cols).topk(k, dim=-1)
+    return top.values, cols.gather(1, top.indices)
+
+
+def _row_blocks(n_pos: int, device: torch.device) -> list[slice]:
+    """The position blocks a layer's rows are reduced in (:data:`BLOCK_ROWS` on a CPU, else all): the same for
+    :func:`final_reference` and :func:`reduce_logits`, so the final row's sums are bitwise the reference's."""
+    block = BLOCK_ROWS if device.type == "cpu" else max(1, n_pos)
+    return [slice(p, min(n_pos, p + block)) for p in range(0, n_pos, block)]
+
+
 @torch.no_grad()
 def final_reference(final: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """[pos, vocab] float32 output logits -> (z_f = logits - max, p_f the output distribution, log S_f [pos]):
-    what :func:`reduce_logits` compares every layer with."""
-    final_z = final - final.amax(-1, keepdim=True)
-    final_p = final_z.exp()
-    final_log_s = final_p.sum(-1).log()  # [pos]
-    final_p /= final_log_s.exp()[:, None]  # [pos, vocab]
-    return final_z, final_p, final_log_s
+    """[pos, vocab] float32 output logits (kept) -> (p_f [pos, vocab] the output distribution, log S_f [pos],
+    sum p_f z_f [pos]) with z_f = logits - max and S_f = sum exp(z_f): what :func:`reduce_logits` compares every
+    layer with. Sums over the same blocks and in the same operations as there."""
+    n_pos = final.shape[0]
+    final_z = final - final.amax(-1, keepdim=True)  # [pos, vocab], then scratch
+    final_p = torch.empty_like(final_z)
+    s, final_pz = torch.empty(n_pos, device=final.device), torch.empty(n_pos, device=final.device)
+    for ps in _row_blocks(n_pos, final.device):
+        z, p = final_z[ps], final_p[ps]
+        torch.sum(torch.clamp_min(z, EXP_FLOOR, out=p).exp_(), -1, out=s[ps])
+        p /= s[ps, None]
+        torch.sum(torch.mul(p, z, out=z), -1, out=final_pz[ps])
+    return final_p, s.log(), final_pz
 
 
 @torch.no_grad()
@@ -63,37 +116,54 @@ def reduce_logits(logits: torch.Tensor, final: tuple[torch.Tensor, torch.Tensor,
     target_prob [layer, pos, target].
 
     Never materialises log-probabilities: with z = logits - max and S = sum exp(z), log p = z - log S,
-    entropy = log S - sum(exp(z) z) / S and KL(final || layer) = sum p_f (z_f - z) + log S - log S_f.
-    Every full-vocabulary pass writes into ``logits`` or one scratch buffer (a fresh [.., vocab] tensor per op
-    costs page faults), and ranks are counted as float sums (bool sums are ~5x slower).
+    entropy = log S - sum(exp(z) z) / S and KL(final || layer) = sum p_f z_f - sum p_f z + log S - log S_f
+    (exp of max(z, :data:`EXP_FLOOR`)). Top-k by :func:`top_k`. Rank = 1 + #tokens with a strictly higher
+    logit: where the target's logit is at least the k-th largest, every higher logit is among the top k, so they
+    are counted there; only the other rows take a pass over the vocabulary (0/1 float sums, exact below 2**24;
+    bool sums are ~5x slower). The passes run over :func:`_row_blocks` of one layer, in place or into one scratch
+    block allocated once per call (a fresh [.., vocab] tensor per op costs page faults).
     """
-    n_layer = logits.shape[0]
-    top = logits.topk(k, dim=-1)  # values are logits, best first
-    idx = target.to(logits.device)[None].expand(n_layer, -1, -1)  # [layer, pos, target]
-    t_logit = logits.gather(-1, idx)  # [layer, pos, target]
-    nxt = next_ids.clamp_min(0).to(logits.device)[None, :, None].expand(n_layer, -1, 1)
-    nxt_logit = logits.gather(-1, nxt)[..., 0]  # [layer, pos]
-    buf = torch.empty_like(logits)
-    # rank = 1 + #tokens with a strictly higher logit (exact: 0/1 sums below 2**24 are exact in float32)
-    ranks = [torch.gt(logits, t_logit[..., t:t + 1], out=buf).sum(-1) + 1 for t in range(idx.shape[-1])]
-    mx = top.values[..., :1]  # [layer, pos, 1]
-    z = logits.sub_(mx)  # in place: logits - max
-    s = torch.exp(z, out=buf).sum(-1)  # [layer, pos]
-    ez = torch.mul(buf, z, out=buf).sum(-1)  # [layer, pos] sum exp(z) z
-    final_z, final_p, final_log_s = final
-    kl = torch.sub(final_z, z, out=buf).mul_(final_p).sum(-1)  # [layer, pos] sum p_f (z_f - z)
-    del buf
-    log_s = s.log()[..., None]  # [layer, pos, 1]; log p = logit - max - log S (subtract max first)
-    valid = (next_ids >= 0).to(logits.device)[None]  # [1, pos]
-    ce = log_s[..., 0] - (nxt_logit - mx[..., 0])
+    n_layer, n_pos, vocab = logits.shape
+    n_row, device = n_layer * n_pos, logits.device
+    x = logits.reshape(n_row, vocab)  # row = layer x n_pos + pos
+    top_values, top_ids = top_k(x, k)  # [row, k], values are logits
+    mx = top_values[:, :1]  # [row, 1]
+    t_logit = x.gather(1, target.to(device).repeat(n_layer, 1))  # [row, target]
+    nxt_logit = x.gather(1, next_ids.clamp_min(0).to(device).repeat(n_layer)[:, None])[:, 0]  # [row]
+    deep = t_logit < top_values[:, -1:]  # [row, target]: the target is below the k-th largest logit
+    rank = (top_values[:, None, :] > t_logit[:, :, None]).sum(-1) + 1  # [row, target], exact where not deep
+    deep_rows, t_cols = deep.tolist(), t_logit.T.contiguous()  # [target, row]
+    count = torch.zeros(t_cols.shape, device=device)  # [target, row] higher logits, counted where deep
+    final_p, final_log_s, final_pz = final
+    s, ez, pz = (torch.empty(n_row, device=device) for _ in range(3))
+    blocks = _row_blocks(n_pos, device)
+    scratch = torch.empty(blocks[0].stop, vocab, device=device)
+    for layer in range(n_layer):
+        for ps in blocks:
+            rows = slice(layer * n_pos + ps.start, layer * n_pos + ps.stop)
+            xb, eb = x[rows], scratch[:ps.stop - ps.start]
+            for t in range(t_cols.shape[0]):
+                if any(deep_rows[r][t] for r in range(rows.start, rows.stop)):
+                    torch.sum(torch.gt(xb, t_cols[t, rows, None], out=eb), -1, out=count[t, rows])
+            z = xb.sub_(mx[rows])  # in place: logits - max (ranks above compared the logits themselves)
+            torch.sum(torch.clamp_min(z, EXP_FLOOR, out=eb).exp_(), -1, out=s[rows])
+            torch.sum(eb.mul_(z), -1, out=ez[rows])
+            torch.sum(torch.mul(final_p[ps], z, out=eb), -1, out=pz[rows])
+    del scratch
+    log_s = s.log()
+    rank = torch.where(deep, count.T.long() + 1, rank)
+    kl = final_pz.repeat(n_layer) - pz + log_s - final_log_s.repeat(n_layer)
+    ce = log_s - (nxt_logit - mx[:, 0])
+    valid = (next_ids >= 0).to(device).repeat(n_layer)
+    shape = (n_layer, n_pos)
     return {
-        "top_ids": top.indices,
-        "top_probs": (top.values - mx - log_s).exp(),
-        "entropy": log_s[..., 0] - ez / s,
-        "kl_to_final": (kl + log_s[..., 0] - final_log_s).clamp_min(0),
-        "target_rank": torch.stack(ranks, dim=-1).long(),
-        "target_prob": (t_logit - mx - log_s).exp(),
-        "next_token_ce": torch.where(valid, ce, torch.full_like(ce, float("nan"))),
+        "top_ids": top_ids.view(*shape, -1),
+        "top_probs": (top_values - mx - log_s[:, None]).exp().view(*shape, -1),
+        "entropy": (log_s - ez / s).view(shape),
+        "kl_to_final": kl.clamp_min(0).view(shape),
+        "target_rank": rank.view(*shape, -1),
+        "target_prob": (t_logit - mx - log_s[:, None]).exp().view(*shape, -1),
+        "next_token_ce": torch.where(valid, ce, torch.full_like(ce, float("nan"))).view(shape),
     }
 
 

@@ -157,7 +157,8 @@ def lens_stats(
     once (:func:`output_logits`): it is the last layer's row of every lens and its argmax the default target. The
     other layers are read in the fixed :func:`layer_groups` calls (whole groups, also when only some of their
     layers were asked for; a patchscope: one call per run of consecutive positions over the layers asked for) and
-    each call's rows are reduced at once, so at most one call's logits (:data:`CALL_MB`, x ~4 scratch) live at a time.
+    each call's rows are reduced at once, so at most one call's logits (:data:`CALL_MB`, plus a small scratch block)
+    live at a time.
     """
     adapter = session.adapter
     lens = lens or LogitLens(adapter)
