@@ -221,7 +221,7 @@ def test_lens_what_if_toggle_on_and_off() -> None:
 
 
 def test_lens_long_prompt_window() -> None:
-    """Past 48 positions the heatmap shows a window, chosen with a slider bound to the URL."""
+    """Past 32 positions the heatmap shows a window, chosen with a slider bound to the URL."""
     prompt = "The capital of France is Paris. " * 7  # 50 tokens
     at = run_page(LENS, prompt=prompt, positions="10-30")
     assert_clean(at)

@@ -6,7 +6,7 @@ from test_app import DEFAULT_PROMPT, LENS, assert_clean, charts, errors, run_pag
 
 from ui.format import show_token
 
-LONG = "The capital of France is Paris. " * 12  # 85 tokens: a window of the last 48 positions
+LONG = "The capital of France is Paris. " * 12  # 85 tokens: a window of the last 24 positions
 
 
 def test_a_new_prompt_resets_the_selection_to_its_prediction_cell() -> None:
@@ -32,7 +32,7 @@ def test_a_new_prompt_resets_the_position_window() -> None:
     assert_clean(at)
     lo, hi = at.slider[0].value
     n_pos = len(selectbox(at, "Position").options)
-    assert (lo, hi) == (n_pos - 48, n_pos - 1)
+    assert (lo, hi) == (n_pos - 24, n_pos - 1)
 
 
 def test_a_typed_prompt_survives_page_controls_and_is_marked_not_run() -> None:

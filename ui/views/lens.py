@@ -30,6 +30,12 @@ from ui.views import lens_training
 URL_KEYS = ["lens", "lens_b", "identity_prompt", "question_prompt", "question_bare_prompt", "color", "color_target",
             "top_k", "target", "stride", "positions", "cell", "whatif", "prompt_b"]
 MAX_SHOWN_POSITIONS = 48
+"""The widest window the heatmap shows (at 1280 px its cells are then colour only)."""
+SHOW_ALL_UP_TO = 32
+"""Prompts up to this many tokens show every position; longer ones open on a window of their last
+:data:`DEFAULT_SHOWN_POSITIONS` (readable cells at 1280 px, and half the work of the widest window before the first
+heatmap), which the slider widens up to :data:`MAX_SHOWN_POSITIONS`."""
+DEFAULT_SHOWN_POSITIONS = 24
 SIDE_BY_SIDE_POSITIONS = 12
 """Two heatmaps stand side by side up to this many positions, else one above the other (never squeezed)."""
 
@@ -174,14 +180,14 @@ def reset_on_new_prompt(prompt: str) -> bool:
 def position_window(n_pos: int) -> tuple[int, int]:
     """Which positions the heatmap shows (all of a short prompt; a window of a long one, by default its end, where the
     next token is predicted)."""
-    if n_pos <= MAX_SHOWN_POSITIONS:
+    if n_pos <= SHOW_ALL_UP_TO:
         set_value("positions", None)
         return 0, n_pos - 1
-    default = f"{n_pos - MAX_SHOWN_POSITIONS}-{n_pos - 1}"
+    default = f"{n_pos - DEFAULT_SHOWN_POSITIONS}-{n_pos - 1}"
     try:
         start, end = (int(x) for x in str(url_value("positions", default, parse=str)).split("-"))
     except ValueError:
-        start, end = n_pos - MAX_SHOWN_POSITIONS, n_pos - 1
+        start, end = n_pos - DEFAULT_SHOWN_POSITIONS, n_pos - 1
     start, end = max(0, min(start, n_pos - 1)), max(0, min(end, n_pos - 1))
     if end < start:
         start, end = end, start
@@ -385,7 +391,8 @@ def what_if(spec_key: str, prompt_a: str, opts: LensOptions, layers: tuple[int, 
     tokens_b = cached.edit_trace(spec_key, prompt_a, prompt_b).tokens if not session.ships_requests \
         else session.token_strings(session.tokenize(prompt_b))
     pairs = dict((b, a) for a, b in align_positions(tokens_a, tokens_b))
-    shown_b = tuple(range(max(0, len(tokens_b) - MAX_SHOWN_POSITIONS), len(tokens_b)))
+    shown_b = tuple(range(max(0, len(tokens_b) - (len(tokens_b) if len(tokens_b) <= SHOW_ALL_UP_TO
+                                                  else DEFAULT_SHOWN_POSITIONS)), len(tokens_b)))
     shown_a = tuple(sorted({pairs[b] for b in shown_b if b in pairs}))
     common = _common_targets(spec_key, prompt_a, prompt_b, opts, tokens_a, tokens_b)
     version = lens_version(spec_key, opts.lens)
