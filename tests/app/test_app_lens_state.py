@@ -49,6 +49,8 @@ def test_a_typed_prompt_survives_page_controls_and_is_marked_not_run() -> None:
 
 
 def test_controls_keep_their_values_through_a_failed_model_load() -> None:
+    """A regression guard: this AppTest passes on the code before issue 14 too (the reported stale controls were seen
+    in the browser, which AppTest does not reproduce)."""
     at = run_page(LENS, color="entropy", top_k="5", stride="2")
     at.sidebar.radio(key="w_model_choice").set_value("Hub id or local folder…").run()
     at.sidebar.text_input(key="w_model_source").set_value("nonexistent-org/nonexistent-model").run()
