@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 HOME = ROOT / "app.py"
 LENS = ROOT / "app_pages" / "1_Lens.py"
-ALL_PAGES = [HOME] + sorted(p for p in (ROOT / "app_pages").glob("[!_]*.py") if p.name != "0_Home.py")  # home via app.py
+ALL_PAGES = [HOME] + sorted(p for p in (ROOT / "app_pages").glob("[!_]*.py")
+                            if p.name != "0_Home.py")  # home via app.py
 DEFAULT_PROMPT = "The capital of France is"
 TIMEOUT = 180
 

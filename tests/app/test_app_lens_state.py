@@ -105,3 +105,13 @@ def test_what_if_with_an_unrelated_prompt_keeps_every_column() -> None:
     assert_clean(at)
     [(_, diff)] = [(s, d) for s, d in charts(at) if "position_b" in d.columns]
     assert diff.position_b.nunique() > 3
+
+
+def test_what_if_colour_reopens_from_the_url() -> None:
+    at = run_page(LENS, whatif="1", prompt_b="The capital of Germany is", whatif_color="Δ entropy")
+    assert_clean(at)
+    assert at.radio(key="w_whatif_color").value == "Δ entropy"
+    [(spec, _)] = [(s, d) for s, d in charts(at) if "position_b" in d.columns]
+    assert "delta_entropy" in str(spec)
+    at.radio(key="w_whatif_color").set_value("top-1 changed").run()
+    assert at.query_params["whatif_color"] == "top-1 changed"

@@ -92,3 +92,11 @@ def test_extraction_job_can_be_cancelled_and_shows_a_measured_eta() -> None:
         [i.value for i in at.info]
     assert not at.exception and not at.error
     assert any(b.key == "run_extraction" for b in at.button)  # Run again, from the start
+
+
+def test_extraction_methods_reopen_from_the_url() -> None:
+    at = run_page(EXTRACTION, n="5", seed="1", methods=["logit", "question_bare"])
+    assert not at.exception and not at.error
+    assert at.multiselect(key="w_methods").value == ["logit", "question_bare"]
+    at.multiselect(key="w_methods").set_value(["identity"]).run()
+    assert at.query_params["methods"] == "identity"  # AppTest keeps a one-value list as its value

@@ -18,10 +18,10 @@ from ui import cached
 from ui.charts.extraction import metric_chart
 from ui.downloads import show_chart, table_downloads
 from ui.job_panel import job_panel
-from ui.state import bound
+from ui.state import bound, set_value, url_list
 from ui.views import lens_training
 
-URL_KEYS = ["corpus", "n", "seed"]  # besides the model and prompt every page keeps
+URL_KEYS = ["corpus", "n", "seed", "methods"]  # besides the model and prompt every page keeps
 METRICS = {
     "precision_at_1": "precision@1 (lens top-1 = the model's own prediction)",
     "surprisal_patched": "surprisal of the model's answer under the lens, −log p_lens(y*) (logitscope), nats",
@@ -49,8 +49,11 @@ def controls(spec_key: str) -> ExtractionRequest | None:
     seed = int(bound(c3.number_input, "seed", 0, "Seed", parse=int, min_value=0, max_value=2**31 - 1))
     available = [m for m in cached.LENS_NAMES if m not in LEARNED
                  or cached.trained_lenses(spec_key) is not None]
-    methods = st.multiselect("Methods", list(cached.LENS_NAMES), default=available,
-                             format_func=cached.LENS_NAMES.get, key="w_methods")
+    chosen = [m for m in url_list("methods", available) if m in cached.LENS_NAMES]
+    if "w_methods" not in st.session_state:
+        st.session_state["w_methods"] = chosen
+    methods = st.multiselect("Methods", list(cached.LENS_NAMES), format_func=cached.LENS_NAMES.get, key="w_methods")
+    set_value("methods", list(methods))
     if not methods:
         st.warning("Pick at least one method.")
         return None

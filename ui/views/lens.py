@@ -28,7 +28,7 @@ from ui.views import lens_training
 
 # besides the model and prompt every page keeps
 URL_KEYS = ["lens", "lens_b", "identity_prompt", "question_prompt", "question_bare_prompt", "color", "color_target",
-            "top_k", "target", "stride", "positions", "cell", "whatif", "prompt_b"]
+            "top_k", "target", "stride", "positions", "cell", "whatif", "prompt_b", "whatif_color"]
 MAX_SHOWN_POSITIONS = 48
 """The widest window the heatmap shows (at 1280 px its cells are then colour only)."""
 SHOW_ALL_UP_TO = 32
@@ -401,7 +401,8 @@ def what_if(spec_key: str, prompt_a: str, opts: LensOptions, layers: tuple[int, 
     res_b, reused = cached.edit_result(spec_key, prompt_a, prompt_b, opts.top_k, opts.targets, common, opts.lens,
                                        opts.target_prompt(opts.lens), version, shown_b, shown_a, layers)
     diff = compare_frames(res_a, res_b)
-    metric = st.radio("Colour by", list(charts.COMPARE_METRICS), horizontal=True, key="w_compare_metric")
+    metric = bound(st.radio, "whatif_color", "top-1 changed", "Colour by", options=list(charts.COMPARE_METRICS),
+                   horizontal=True)
     chart = charts.compare_heatmap(diff, metric)
     selectable = charts.SELECTION in json.dumps(chart.to_dict())
     event = st.altair_chart(chart, width="stretch", key="whatif_heatmap",
