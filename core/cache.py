@@ -56,3 +56,8 @@ def cached(namespace: str, compute: Callable[[], T], **parts: Any) -> T:
     value = compute()
     store.set(key, value)
     return value
+
+
+def is_cached(namespace: str, **parts: Any) -> bool:
+    """Whether :func:`cached` holds a result for these parts (a link reopening a view shows it without a Run)."""
+    return stable_key(namespace, **parts) in results_cache()

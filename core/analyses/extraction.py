@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from core.analyses.uncertainty import Verdict, bootstrap_mean
-from core.cache import cached
+from core.cache import cached, is_cached
 from core.lenses.base import Lens
 from core.lenses.registry import lens_identity
 from core.lenses.stats import output_logits, readout_logits
@@ -132,11 +132,20 @@ def qualitative_checks(rows: pd.DataFrame) -> list[dict]:
             for v in out]
 
 
+def _cache_parts(session: ModelSession, texts: Sequence[str], lenses: Mapping[str, Lens], seed: int) -> dict:
+    digest = hashlib.sha256("\x00".join(texts).encode("utf-8")).hexdigest()
+    lens_ids = {name: lens_identity(lens) for name, lens in lenses.items()}
+    return {"model": session.identity(), "texts": digest, "seed": seed, "lenses": lens_ids}
+
+
 def run_extraction(session: ModelSession, texts: Sequence[str], lenses: Mapping[str, Lens], seed: int = 0,
                    progress: Progress = no_progress) -> pd.DataFrame:
     """:func:`extraction_rows`, stored in the disk cache (keyed by model, texts, seed and lenses)."""
-
-    digest = hashlib.sha256("\x00".join(texts).encode("utf-8")).hexdigest()
-    lens_ids = {name: lens_identity(lens) for name, lens in lenses.items()}
     return cached("extraction", lambda: extraction_rows(session, texts, lenses, seed, progress),
-                  model=session.identity(), texts=digest, seed=seed, lenses=lens_ids)
+                  **_cache_parts(session, texts, lenses, seed))
+
+
+def extraction_is_cached(session: ModelSession, texts: Sequence[str], lenses: Mapping[str, Lens],
+                         seed: int = 0) -> bool:
+    """Whether :func:`run_extraction` would read its rows from the disk cache (no model work)."""
+    return is_cached("extraction", **_cache_parts(session, texts, lenses, seed))

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from core.cache import cached
+from core.cache import cached, is_cached
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -76,6 +76,10 @@ class SectionRegistry:
         the version is "": sections whose keys predate versions keep their stored results)."""
         section = self.get(name)
         return {**key, "section": name, **({"version": section.version} if section.version else {})}
+
+    def is_cached(self, name: str, key: Mapping[str, Any]) -> bool:
+        """Whether :meth:`run` with this key would read its result from the disk cache."""
+        return is_cached(self.namespace, **self.cache_parts(name, key))
 
     def run(self, name: str, key: Mapping[str, Any], *args: Any, **kwargs: Any) -> Frames:
         """:meth:`compute`, stored in the disk cache under this registry's namespace and :meth:`cache_parts`."""

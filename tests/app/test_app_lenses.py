@@ -52,7 +52,9 @@ def test_extraction_runs_and_states_the_verdicts() -> None:
     at = run_page(EXTRACTION, n="5", seed="1")
     assert not at.exception and not at.error, [e.value for e in at.error]
     at.multiselect(key="w_methods").set_value(["logit", "question"]).run()
-    at.button(key="run_extraction").click().run()
+    run = [b for b in at.button if b.key == "run_extraction"]
+    if run:  # no button when the disk cache holds this run already: it then shows by itself
+        run[0].click().run()
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
         time.sleep(2)

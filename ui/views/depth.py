@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from core.analyses.depth.params import LENSES as DEPTH_LENSES
-from core.analyses.depth.sections import run_section
+from core.analyses.depth.sections import run_section, section_is_cached
 from core.analyses.depth.verdicts import verdicts
 from core.cache import stable_key
 from core.data import CORPORA
@@ -17,7 +17,8 @@ from ui.downloads import show_chart, tables_expander
 from ui.state import bound
 from ui.views import lens_training
 
-URL_KEYS = ["depth_lens", "depth_seed"]  # besides the model and prompt every page keeps
+# besides the model and prompt every page keeps
+URL_KEYS = ["depth_lens", "depth_seed"] + [f"depth_n_{s}" for s in ("pos", "facts", "options", "frequency")]
 SECTIONS = {"pos": "Parts of speech", "facts": "Multi-token facts", "options": "Option-constrained tasks",
             "frequency": "Frequency buckets and decision flips"}
 DEFAULT_N = {"pos": 20, "facts": 40, "options": 10, "frequency": 40}
@@ -67,13 +68,15 @@ def _key(spec_key: str, lens_name: str, section: str, n: int, seed: int) -> str:
 
 def section_job(spec_key: str, lens_name: str, section: str, seed: int) -> dict[str, pd.DataFrame] | None:
     """Sample size + Run for one section; returns its frames once computed (None before)."""
-    n = int(st.number_input(f"n ({N_HELP[section]})", 1, 2000, DEFAULT_N[section], key=f"w_depth_n_{section}"))
+    n = int(bound(st.number_input, f"depth_n_{section}", DEFAULT_N[section], f"n ({N_HELP[section]})", parse=int,
+                  min_value=1, max_value=2000))
     key = _key(spec_key, lens_name, section, n, seed)
     lens = cached.build_lens(spec_key, lens_name)
     session = cached.get_session(spec_key)
     return jobs.job_panel(key, f"Depth: {section}",
                           lambda progress: run_section(session, lens, section, n, seed, progress),
                           button_key=f"run_depth_{section}",
+                          start_now=section_is_cached(session, lens, section, n, seed),  # a link reopens results
                           caption="Results are cached on disk: a second run with the same settings is instant.")
 
 

@@ -9,7 +9,7 @@ from typing import Callable
 import pandas as pd
 import streamlit as st
 
-from core.analyses.extraction import qualitative_checks, run_extraction, summarise
+from core.analyses.extraction import extraction_is_cached, qualitative_checks, run_extraction, summarise
 from core.cache import stable_key
 from core.data import CORPORA, corpus_texts, evaluation_texts, parse_user_texts, sample_texts
 from core.lenses.registry import LEARNED
@@ -107,8 +107,10 @@ def run_job(spec_key: str, request: ExtractionRequest) -> pd.DataFrame | None:
     caption = (f"{len(request.texts)} texts from {request.corpus_label}, {len(request.methods)} methods. The progress "
                "bar shows the time to go, measured from the work done so far; a run can be cancelled. Results are "
                "cached on disk.")
+    lenses = {m: cached.build_lens(spec_key, m) for m in request.methods}
+    stored = extraction_is_cached(cached.get_session(spec_key), list(request.texts), lenses, request.seed)
     return job_panel(job_key(spec_key, request), "Extraction", work(spec_key, request), button_key="run_extraction",
-                     caption=caption)
+                     caption=caption, start_now=stored)  # a link to a stored run shows it without a Run click
 
 
 def show_result(rows: pd.DataFrame) -> None:

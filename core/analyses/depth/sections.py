@@ -58,5 +58,13 @@ def run_section(session: ModelSession, lens: Lens, section: str, n: int, seed: i
     REGISTRY.get(section)  # an unknown section fails before anything else
     if n < 1:
         raise ValueError("n must be at least 1.")
-    key = {"model": session.identity(), "n": n, "seed": seed, "lens": lens.name, "lens_version": lens_identity(lens)}
-    return REGISTRY.run(section, key, session, lens, n, seed, progress)
+    return REGISTRY.run(section, _cache_key(session, lens, n, seed), session, lens, n, seed, progress)
+
+
+def _cache_key(session: ModelSession, lens: Lens, n: int, seed: int) -> dict:
+    return {"model": session.identity(), "n": n, "seed": seed, "lens": lens.name, "lens_version": lens_identity(lens)}
+
+
+def section_is_cached(session: ModelSession, lens: Lens, section: str, n: int, seed: int = DEFAULT_SEED) -> bool:
+    """Whether :func:`run_section` would read this section from the disk cache (no model work)."""
+    return REGISTRY.is_cached(section, _cache_key(session, lens, n, seed))
