@@ -57,9 +57,11 @@ def bound(widget_fn: Callable[..., Any], name: str, default: Any, *args: Any,
     options = kwargs.get("options", args[1] if len(args) > 1 else None)
     if options is not None and value not in list(options):
         value = default
-    if wkey not in st.session_state or (options is not None and st.session_state[wkey] not in list(options)):
-        st.session_state[wkey] = value
-    result = widget_fn(*args, key=wkey, **kwargs)
+    # Re-assigned on every run, a change copied back by on_change before the rerun: a widget that a run did not draw
+    # (a page stopped early, e.g. by a model that failed to load) comes back showing the value in use, never the
+    # browser's leftover default (seen as top-k 1 / stride 1 after a failed load while the URL still said 5 / 2).
+    st.session_state[wkey] = value
+    result = widget_fn(*args, key=wkey, on_change=lambda: set_value(name, st.session_state[wkey]), **kwargs)
     set_value(name, result)
     return result
 
