@@ -4,8 +4,8 @@ Measured in one process, model loaded and warmed up first, on real Wikipedia tex
 
 * **first heatmap**: a prompt the page has not seen, at 512 and 2048 tokens: the page's own path
   (:func:`ui.cached.lens_trace` = one forward pass keeping its key/value cache, then the statistics of the shown
-  window: the last 24 positions x every layer, what a long prompt opens on) against the forward pass alone and against the old path (every layer x
-  every position before anything shows);
+  window: the last 24 positions x every layer, what a long prompt opens on) against the forward pass alone and
+  against the old path (every layer x every position before anything shows; 512 tokens only);
 * **what-if edit**: a 200-token prompt with its last word changed: the page's path (continue the base prompt's cache,
   reuse the statistics of the shared positions, compute the rest of the window) against recomputing the edited prompt
   from scratch the new way and the old way;
@@ -20,14 +20,24 @@ Progress goes to stderr; stdout's last line holds every figure (times in seconds
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
-from lens import wiki_ids  # noqa: E402  (the bundled Wikipedia text of the lens benchmark)
+
+
+def _lens_bench():
+    """bench/lens.py as a module (it is a script, not a package member): its bundled-Wikipedia text picker."""
+    spec = importlib.util.spec_from_file_location("bench_lens", ROOT / "bench" / "lens.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+wiki_ids = _lens_bench().wiki_ids  # the same text as the lens benchmark
 
 WINDOW = 24  # positions a long prompt's heatmap opens on (ui.views.lens.DEFAULT_SHOWN_POSITIONS)
 log = logging.getLogger("bench.lens_page")

@@ -1,6 +1,6 @@
 """A fresh server whose first request is a deep link serves the app's own menu (issue 15, part 4).
 
-Streamlit discovers a folder named ``app_pages/`` beside the main script on its own; when the first request of a fresh
+Streamlit discovers a folder named ``pages/`` beside the main script on its own; when the first request of a fresh
 server was a deep link (``/Extraction?n=10``), that discovered list (file names as titles, no icons) replaced the
 ``st.navigation`` menu for every later visitor. The page scripts live in ``app_pages/`` so there is nothing to
 discover: this test starts its own server and opens a deep link first.
@@ -8,14 +8,11 @@ discover: this test starts its own server and opens a deep link first.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from typing import Iterator
 
 import pytest
-from test_e2e import (CHROMIUM, CHROMIUM_ARGS, PAGE_RUN_MS, ROOT, VIEWPORT, _free_port, _require_browser,
-                      _wait_healthy, assert_no_errors, wait_until_ran)
+from test_e2e import (CHROMIUM, CHROMIUM_ARGS, PAGE_RUN_MS, VIEWPORT, _require_browser, assert_no_errors,
+                      streamlit_server, wait_until_ran)
 
 from ui.menu import ANALYSES, HOME
 
@@ -25,23 +22,8 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def fresh_server(tmp_path_factory) -> Iterator[str]:
     _require_browser()
-    port = _free_port()
-    log = tmp_path_factory.mktemp("deep_link") / "streamlit.log"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-           "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"]
-    with log.open("w") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        base = f"http://127.0.0.1:{port}"
-        _wait_healthy(base, proc, log)
+    with streamlit_server("app.py", tmp_path_factory.mktemp("deep_link") / "streamlit.log") as base:
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def menu_labels(tab) -> list[str]:

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, NamedTuple
 
@@ -112,16 +113,14 @@ def _wait_healthy(base: str, proc: subprocess.Popen, log: Path) -> None:
     pytest.fail(f"streamlit did not answer within {SERVER_START_S} s:\n{log.read_text()[-3000:]}")
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[str]:
-    """`streamlit run app.py` on a free port; yields its base URL and always terminates it."""
-    _require_browser()
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+@contextmanager
+def streamlit_server(script: str | Path, log: Path, *extra: str) -> Iterator[str]:
+    """`streamlit run script` (from the repository root) on a free port: yields its base URL once it answers, and
+    always terminates it."""
     port = _free_port()
-    log = ARTIFACTS / "streamlit.log"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-           "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+    cmd = [sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(port),
+           "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false", *extra]
     with log.open("w") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
@@ -135,6 +134,15 @@ def server() -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=15)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    """`streamlit run app.py` on a free port; yields its base URL and always terminates it."""
+    _require_browser()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with streamlit_server("app.py", ARTIFACTS / "streamlit.log") as base:
+        yield base
 
 
 @pytest.fixture(scope="module")

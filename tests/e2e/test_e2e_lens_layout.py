@@ -14,23 +14,17 @@ Without /usr/bin/chromium the test is skipped, except under CI (CI=true), where 
 from __future__ import annotations
 
 import math
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 from typing import Iterator
 
 import pytest
+from test_e2e import _require_browser, streamlit_server
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "tests" / "artifacts" / "layout"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
-SERVER_START_S = 60
 PAGE_RUN_MS = 60_000
 SETTLE_POLLS = 30  # of 0.3 s
 WIDTHS = (1280, 1920)
@@ -41,10 +35,6 @@ pytestmark = pytest.mark.e2e
 
 SCRIPT = '''
 """Lens heatmaps at the width of their container (the layout e2e test's app)."""
-import sys
-
-sys.path.insert(0, {root!r})
-
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -149,71 +139,16 @@ MEASURE = """() => {
 }"""
 
 
-def _require_browser() -> None:
-    """Skip without Chromium, but never under CI: there a missing browser must fail the run."""
-    in_ci = os.environ.get("CI", "").lower() in ("true", "1")
-    reason = None
-    if not CHROMIUM.exists():
-        reason = f"{CHROMIUM} is missing (install Debian's chromium: `apt-get install chromium`)"
-    else:
-        try:
-            import playwright.sync_api  # noqa: F401
-        except ImportError:
-            reason = "the Python package playwright is not installed"
-    if reason is None:
-        return
-    if in_ci:
-        pytest.fail(f"End-to-end test cannot run under CI: {reason}.")
-    pytest.skip(f"End-to-end browser test skipped: {reason}.")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_healthy(base: str, proc: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + SERVER_START_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"streamlit exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as reply:
-                if reply.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"streamlit did not answer within {SERVER_START_S} s:\n{log.read_text()[-3000:]}")
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The layout script under `streamlit run` on a free port; yields its base URL and always terminates it."""
     _require_browser()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     script = tmp_path_factory.mktemp("lens_layout") / "lens_layout_app.py"
-    script.write_text(SCRIPT.format(root=str(ROOT)), encoding="utf-8")
-    port = _free_port()
-    log = ARTIFACTS / "streamlit.log"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(port),
-           "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
-           "--server.fileWatcherType", "none", "--theme.base", "light"]
-    with log.open("w") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        base = f"http://127.0.0.1:{port}"
-        _wait_healthy(base, proc, log)
+    script.write_text(SCRIPT.format(), encoding="utf-8")  # {{ }} in SCRIPT are literal braces
+    with streamlit_server(script, ARTIFACTS / "streamlit.log", "--server.fileWatcherType", "none",
+                          "--theme.base", "light") as base:
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
 
 
 @pytest.fixture(scope="module")
