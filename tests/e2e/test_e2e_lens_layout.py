@@ -18,13 +18,11 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from test_e2e import _require_browser, streamlit_server
+from test_e2e import _require_browser, browser, streamlit_server  # noqa: F401 (browser: a fixture, run on
+# this module's own server fixture)
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "tests" / "artifacts" / "layout"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 PAGE_RUN_MS = 60_000
 SETTLE_POLLS = 30  # of 0.3 s
 WIDTHS = (1280, 1920)
@@ -151,18 +149,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield base
 
 
-@pytest.fixture(scope="module")
-def browser(server: str) -> Iterator[object]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
 def _wait_drawn(tab) -> None:
     """Wait until the script has run and every chart has drawn its SVG with its x-axis labels, then settles."""
     tab.wait_for_function(
@@ -231,7 +217,7 @@ def check_chart(chart: dict, n_pos: int, width: int, main: dict, at: str) -> Non
 
 
 @pytest.mark.parametrize("width", WIDTHS)
-def test_lens_heatmaps_fit_their_container(browser, server: str, width: int) -> None:
+def test_lens_heatmaps_fit_their_container(browser, server: str, width: int) -> None:  # noqa: F811
     context = browser.new_context(viewport={"width": width, "height": 1000})
     tab = context.new_page()
     problems: list[str] = []
