@@ -19,7 +19,7 @@ from typing import Mapping, Sequence
 import pandas as pd
 import torch
 
-from core.analyses.uncertainty import Verdict, bootstrap_mean
+from core.analyses.uncertainty import Verdict, bootstrap_mean, verdict_row
 from core.cache import cached, is_cached
 from core.lenses.base import Lens
 from core.lenses.registry import lens_identity
@@ -127,9 +127,7 @@ def qualitative_checks(rows: pd.DataFrame) -> list[dict]:
             mean, low, high = bootstrap_mean(diff)
             out.append(Verdict(f"the {label} beats the token-identity patchscope in early layers (precision@1 "
                                f"difference, layers 0–{third})", mean, low, high, int(diff.size)))
-    return [{"claim": v.claim, "kind": v.kind, "holds": v.holds, "verdict": v.wording,
-             "evidence": v.interval_text(), "estimate": v.estimate, "low": v.low, "high": v.high, "n": v.n}
-            for v in out]
+    return [verdict_row(v) for v in out]
 
 
 def _cache_parts(session: ModelSession, texts: Sequence[str], lenses: Mapping[str, Lens], seed: int) -> dict:

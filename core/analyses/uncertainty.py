@@ -105,3 +105,50 @@ def bootstrap_difference(a: Sequence[float], b: Sequence[float], seed: int = 0,
              - x[rng.integers(0, x.size, size=(n_boot, x.size))].mean(axis=1))
     low, high = np.quantile(diffs, [0.025, 0.975])
     return estimate, float(low), float(high)
+
+
+# -- verdict rows: the one shape every page, the CLI and RESULTS.md read ------------------------------------
+VERDICT_WORDS = {True: "holds", False: "does not hold"}
+
+
+def verdict_row(v: Verdict, evidence: str = "", digits: int = 3) -> dict:
+    """A judged claim as a plain dict: claim, kind ("finding" / "check"), holds (True / False / None), verdict (its
+    wording), evidence (the printed interval, then ``evidence``), estimate, low, high, n. The wording and ``holds``
+    come from the same numbers the evidence prints."""
+    text = v.interval_text(digits) + (f"; {evidence}" if evidence else "")
+    return {"claim": v.claim, "kind": v.kind, "holds": v.holds, "verdict": v.wording, "evidence": text,
+            "estimate": float(v.estimate), "low": float(v.low), "high": float(v.high), "n": int(v.n)}
+
+
+def plain_row(claim: str, holds: bool | None, evidence: str, n: int = 0, *, estimate: float = float("nan"),
+              low: float = float("nan"), high: float = float("nan"), kind: str = "finding") -> dict:
+    """A verdict row whose ``holds`` the caller derived from several printed intervals (or None: no data yet).
+    ``holds`` None words as "cannot tell at this n" when there was data (n > 0), else "cannot tell yet"."""
+    word = VERDICT_WORDS.get(holds, "cannot tell at this n" if n else "cannot tell yet")
+    return {"claim": claim, "kind": kind, "holds": holds, "verdict": word, "evidence": evidence,
+            "estimate": float(estimate), "low": float(low), "high": float(high), "n": int(n)}
+
+
+def proportion_verdict(claim: str, k: int, n: int, threshold: float, above: bool = True,
+                       upper: float | None = None, kind: str = "finding") -> Verdict:
+    """A claim about a proportion k / n judged on its Wilson interval."""
+    low, high = wilson(k, n)
+    return Verdict(claim, k / n if n else float("nan"), low, high, n, threshold=threshold, above=above,
+                   upper=upper, kind=kind)
+
+
+def mean_verdict(claim: str, values: Sequence[float], threshold: float = 0.0, above: bool = True,
+                 kind: str = "finding", seed: int = 0) -> Verdict:
+    """A claim about a mean judged on its percentile-bootstrap interval (n = the finite values)."""
+    x = np.asarray(values, dtype=float)
+    n = int(np.isfinite(x).sum())
+    mean, low, high = bootstrap_mean(x, seed=seed)
+    return Verdict(claim, mean, low, high, n, threshold=threshold, above=above, kind=kind)
+
+
+def difference_verdict(claim: str, a: Sequence[float], b: Sequence[float], threshold: float = 0.0,
+                       above: bool = True, seed: int = 0) -> Verdict:
+    """A claim "mean(b) - mean(a) > threshold" judged on the bootstrap interval of the difference (n = both groups)."""
+    estimate, low, high = bootstrap_difference(a, b, seed=seed)
+    n = int(np.isfinite(np.asarray(a, dtype=float)).sum() + np.isfinite(np.asarray(b, dtype=float)).sum())
+    return Verdict(claim, estimate, low, high, n, threshold=threshold, above=above)

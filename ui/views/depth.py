@@ -15,6 +15,7 @@ from ui import job_panel as jobs
 from ui.charts.depth import FIGURES
 from ui.downloads import show_chart, tables_expander
 from ui.state import bound
+from ui.verdicts import show_verdicts as verdict_lines
 from ui.views import lens_training
 
 # besides the model and prompt every page keeps
@@ -97,7 +98,4 @@ def show_verdicts(results: dict[str, dict[str, pd.DataFrame]]) -> None:
     if not results:
         st.info("Run the sections above; each claim is judged on the sections it needs.")
         return
-    for verdict in verdicts(results):
-        holds = verdict["holds"]
-        icon = {True: ":material/check_circle:", False: ":material/cancel:"}.get(holds, ":material/help:")
-        st.markdown(f"{icon} **{verdict['claim']}** — {verdict['verdict']} ({verdict['evidence']}).")
+    verdict_lines(verdicts(results), "depth")

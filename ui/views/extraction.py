@@ -19,6 +19,7 @@ from ui.charts.extraction import metric_chart
 from ui.downloads import show_chart, table_downloads
 from ui.job_panel import job_panel
 from ui.state import bound, set_value, url_list
+from ui.verdicts import show_verdicts
 from ui.views import lens_training
 
 URL_KEYS = ["corpus", "n", "seed", "methods"]  # besides the model and prompt every page keeps
@@ -130,10 +131,5 @@ def show_result(rows: pd.DataFrame) -> None:
 
 def verdicts(rows: pd.DataFrame) -> None:
     """The papers' qualitative picture, judged on these per-text numbers: estimate, 95 % interval and n each."""
-    icons = {True: ":material/check_circle:", False: ":material/cancel:", None: ":material/help:"}
-    for check in qualitative_checks(rows):
-        if check["kind"] == "check":
-            st.markdown(f"{icons[check['holds']]} Check (true by construction: every lens's last layer is the "
-                        f"model's own output): {check['claim']} — {check['verdict']} (lowest {check['estimate']:.3f}).")
-            continue
-        st.markdown(f"{icons[check['holds']]} **{check['claim']}** — {check['verdict']}: {check['evidence']}.")
+    show_verdicts(qualitative_checks(rows), "extraction",
+                  note="The check: every lens's last layer is the model's own output, so precision@1 is 1 there.")

@@ -6,18 +6,18 @@ import pandas as pd
 
 from core.analyses.depth.pos import CONTENT_TAGS, FUNCTION_TAGS
 from core.analyses.depth.readout import earliest_layer
-from core.analyses.uncertainty import Verdict, bootstrap_difference, bootstrap_mean, wilson
+from core.analyses.uncertainty import (Verdict, bootstrap_difference, bootstrap_mean, plain_row, verdict_row,
+                                       wilson)
 
 
 # -- verdicts -------------------------------------------------------------------------------------------
-def _verdict(claim: str, holds: bool | None, evidence: str, n: int = 0) -> dict:
-    word = {True: "holds", False: "does not hold"}.get(holds, "cannot tell at this n" if n else "cannot tell yet")
-    return {"claim": claim, "holds": holds, "verdict": word, "evidence": evidence, "n": n}
+def _verdict(claim: str, holds: bool | None, evidence: str, n: int = 0, **numbers: float) -> dict:
+    return plain_row(claim, holds, evidence, n, **numbers)
 
 
 def _judged(v: Verdict, evidence: str) -> dict:
     """A verdict whose wording and holds come from the interval it prints."""
-    return _verdict(v.claim, v.holds, f"{v.interval_text(2)}; {evidence}", v.n)
+    return verdict_row(v, evidence, digits=2)
 
 
 def _first_hits(rows: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
@@ -99,7 +99,7 @@ def options_verdict(summary: pd.DataFrame | None) -> dict:
     n = min(ident.n, decide.n)
     return _verdict(claim, holds, f"mean relative depth of identification {ident.interval_text(2)} "
                                   f"({len(found)}/{len(summary)} identified), of decision {decide.interval_text(2)}",
-                    n)
+                    n, estimate=decide.estimate - ident.estimate)
 
 
 def frequency_verdict(shares: pd.DataFrame | None) -> dict:
@@ -115,7 +115,9 @@ def frequency_verdict(shares: pd.DataFrame | None) -> dict:
     (lo1, hi1), (lof, hif) = wilson(k1, n1), wilson(kf, nf)
     holds = True if lo1 > 2 * hif else False if hi1 <= 2 * lof else None
     return _verdict(claim, holds, f"Top-10 share after block 1 {k1 / n1:.0%} (95 % CI {lo1:.0%}-{hi1:.0%}), final "
-                                  f"{kf / nf:.0%} ({lof:.0%}-{hif:.0%}), n = {n1} (paper: >75 % vs ~33 %)", n1)
+                                  f"{kf / nf:.0%} ({lof:.0%}-{hif:.0%}), n = {n1} (paper: >75 % vs ~33 %)", n1,
+                    estimate=k1 / n1 / (kf / nf) if kf else float("nan"), low=lo1 / hif if hif else float("nan"),
+                    high=hi1 / lof if lof else float("nan"))
 
 
 def verdicts(results: dict[str, dict[str, pd.DataFrame]]) -> list[dict]:
