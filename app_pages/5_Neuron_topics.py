@@ -7,6 +7,7 @@ from ui.views import topics as tv
 
 with page("Neuron topics", ":material/hub:", tv.URL_KEYS, heading=tv.HEADING, caption=tv.CAPTION) as selection:
     spec_key = selection.spec.key()
+    tv.header()
     unit = tv.unit_controls(selection.session)
     params = tv.settings()
     try:
@@ -17,6 +18,7 @@ with page("Neuron topics", ":material/hub:", tv.URL_KEYS, heading=tv.HEADING, ca
     if ref is None:
         stop_page()
     tv.describe_reference(ref, params)
+    tv.method_notes()
     neuron_tab, scan_tab, compare_tab = st.tabs(tv.TABS)
     with neuron_tab:
         tv.neuron_tab(spec_key, ref, unit, params)

@@ -9,6 +9,8 @@ with page("Attention → MLP", ":material/hub:", view.URL_KEYS, heading=view.HEA
           caption=view.CAPTION) as selection:
     view.translate_old_link()  # a link with the old 0-based amlp_layers opens the same neurons
     spec_key, session = selection.spec.key(), selection.session
+    view.symbols()
+    view.method_notes()
     settings = view.settings(session)
     if settings is None:
         stop_page()
@@ -19,9 +21,9 @@ with page("Attention → MLP", ":material/hub:", view.URL_KEYS, heading=view.HEA
     row = view.pick_neuron(neurons)
     result = view.neuron_job(spec_key, neurons, settings, int(row.block), int(row.neuron))
     if result is not None:
-        view.show_neuron(result, row.token)
+        view.show_neuron(result, row.token, settings.scan.keep, view.neuron_key(row.block, row.neuron))
     st.subheader("All neurons in the table")
     view.show_reference(selection.spec.source if not selection.spec.random_init else "")
     summary = view.summary_job(spec_key, neurons, settings)
     if summary is not None:
-        view.show_summary(summary)
+        view.show_summary(summary, settings.scan.keep)

@@ -12,3 +12,8 @@ log = logging.getLogger("layerscope.progress")
 def no_progress(fraction: float, message: str) -> None:
     """The default callback: progress goes to the debug log only."""
     log.debug("%3.0f%% %s", 100 * fraction, message)
+
+
+def scaled(progress: Progress, start: float, end: float) -> Progress:
+    """``progress`` for one part of a longer job: fractions 0..1 of the part map onto start..end of the whole."""
+    return lambda fraction, message: progress(start + (end - start) * fraction, message)

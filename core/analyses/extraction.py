@@ -147,3 +147,27 @@ def extraction_is_cached(session: ModelSession, texts: Sequence[str], lenses: Ma
                          seed: int = 0) -> bool:
     """Whether :func:`run_extraction` would read its rows from the disk cache (no model work)."""
     return is_cached("extraction", **_cache_parts(session, texts, lenses, seed))
+
+
+def claims(session: ModelSession, preset: str = "paper", progress: Progress = no_progress) -> list[dict]:
+    """The papers' qualitative claims at a preset's settings (the page's sampling, through the same disk cache),
+    as verdict rows; a learned lens that is not trained yet gets a row saying it was not run."""
+    from core.analyses.params import EXTRACTION_PRESETS
+    from core.analyses.uncertainty import plain_row
+    from core.data import corpus_texts, evaluation_texts, sample_texts
+    from core.lenses.registry import LensNotTrained, build_lens
+
+    settings = EXTRACTION_PRESETS[preset]
+    texts = sample_texts(evaluation_texts(corpus_texts(settings["corpus"])), settings["n"], settings["seed"])
+    lenses, missing = {}, []
+    for name in settings["methods"]:
+        try:
+            lenses[name] = build_lens(session, name)
+        except LensNotTrained:
+            missing.append(name)
+    rows = run_extraction(session, texts, lenses, settings["seed"], progress)
+    out = qualitative_checks(rows)
+    if missing:
+        out.append(plain_row(f"methods not run: {', '.join(missing)}", None,
+                             "not run: these lenses need training first (`python -m core train-lens`)"))
+    return out

@@ -25,3 +25,16 @@ class ExtractionParams:
     seed: int = 0
     corpus: str = "wikipedia"
     methods: tuple[str, ...] = LENS_NAMES
+
+
+# The Extraction page's presets (ExtractionParams fields). "paper": logitscope's 698 prompts and seed 42
+# (RESEARCH.md §3b; Patchscopes used 2,000 validation prompts), every method (learned lenses where trained).
+EXTRACTION_PRESETS: dict[str, dict] = {
+    "quick": {"n": 20, "seed": 0, "corpus": "wikipedia", "methods": ("logit", "identity", "question")},
+    "paper": {"n": 698, "seed": 42, "corpus": "wikipedia", "methods": LENS_NAMES},
+}
+EXTRACTION_PRESET_NOTES: dict[str, str] = {
+    "quick": "20 texts, the logit lens and the two patchscopes: a first look in under a minute.",
+    "paper": "698 texts (logitscope's sample size; Patchscopes used 2,000) with seed 42 and every method whose "
+             "lens is available (tuned and affine once trained). Several minutes on 2 CPU cores.",
+}

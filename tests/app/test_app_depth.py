@@ -10,6 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import core.lenses.learned
+from text_scan import assert_clean_text
 from ui import cached
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,6 +77,24 @@ def test_depth_sections_run_and_the_verdict_is_stated() -> None:
     claims = [m.value for m in at.markdown if m.value.startswith(":material/")]
     assert len(claims) == 5, claims
     assert at.query_params["depth_seed"] == "7"
+    assert_clean_text(at)
+
+
+def test_presets_set_every_section_size_and_the_url() -> None:
+    """"Paper settings" sets each section's n to the paper preset (and the URL); "Quick look" sets them back."""
+    from core.analyses.depth.params import PRESETS
+
+    at = AppTest.from_file(str(DEPTH), default_timeout=300)
+    at.run()
+    at.button(key="preset_depth_paper").click().run()
+    assert not at.exception
+    for section, n in PRESETS["paper"].items():
+        assert at.number_input(key=f"w_depth_n_{section}").value == n
+        assert at.query_params[f"depth_n_{section}"] == str(n)
+    assert any("Now: Paper settings" in c.value for c in at.caption)
+    at.button(key="preset_depth_quick").click().run()
+    for section, n in PRESETS["quick"].items():
+        assert at.number_input(key=f"w_depth_n_{section}").value == n
 
 
 def test_a_link_reopens_a_sections_n_and_its_cached_result() -> None:

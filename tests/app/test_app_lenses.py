@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
+from text_scan import assert_clean_text
 
 import core.lenses.learned
 from ui import cached
@@ -68,6 +69,21 @@ def test_extraction_runs_and_states_the_verdicts() -> None:
     assert verdicts and verdicts[0].startswith(":material/check_circle: Check (true by construction")
     [rises] = [m.value for m in at.markdown if "rises with depth" in m.value]
     assert "95 % CI" in rises and "n = 5" in rises  # a finding states its interval and n
+    assert_clean_text(at)
+
+
+def test_extraction_presets_set_n_seed_and_methods() -> None:
+    from core.analyses.params import EXTRACTION_PRESETS
+
+    at = run_page(EXTRACTION)
+    at.button(key="preset_extraction_quick").click().run()
+    quick = EXTRACTION_PRESETS["quick"]
+    assert at.number_input(key="w_n").value == quick["n"] and at.number_input(key="w_seed").value == quick["seed"]
+    assert at.multiselect(key="w_methods").value == list(quick["methods"])
+    at.button(key="preset_extraction_paper").click().run()
+    assert at.number_input(key="w_n").value == EXTRACTION_PRESETS["paper"]["n"]
+    assert at.query_params["n"] == str(EXTRACTION_PRESETS["paper"]["n"]) and at.query_params["seed"] == "42"
+    assert "question" in at.multiselect(key="w_methods").value and not at.exception
 
 
 def test_extraction_job_can_be_cancelled_and_shows_a_measured_eta() -> None:

@@ -92,6 +92,6 @@ def test_intervention_tab_runs_on_the_bundled_model() -> None:
     assert not _errors(at), _errors(at)
     captions = " ".join(c.value for c in at.caption)
     assert "pairs from" in captions and "Success share" in captions, captions
-    assert "implant layer outside 1..L−1" in captions  # residual layers: an implant lands after blocks 1..L-1
+    assert "implant layer outside 1 to L−1" in captions  # residual layers: an implant lands after blocks 1 to L-1
     assert at.number_input(key="w_topk_int_minsat").value == 7  # block index 6 (10 of 48 scaled) = layer 7
     assert _charts(at) == 1

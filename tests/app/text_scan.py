@@ -15,7 +15,9 @@ from markdown_it import MarkdownIt
 _MD = MarkdownIt("commonmark")
 NAN = re.compile(r"(?<![\w/])(nan|NaN)(?![\w/])")
 DOTS = re.compile(r"(?<![.…])\.\.(?![.…/])")
-FLOAT_COUNT = re.compile(r"(?<![\d.])\d+\.0 (?=[a-z])")
+FLOAT_COUNT = re.compile(r"(?<![\d.=<>≤≥≈] )(?<![\d.])\d+\.0 (?!(?:at|in|of|to|for|vs|and|or|nats|bits|s)\b)(?=[a-z])")
+"""An integer printed with ".0" before a word ("10.0 kept positions"); a value after "=" or before a preposition or
+unit ("p@1 = 1.0 at the last layer") is a measurement, not a count."""
 TAG = re.compile(r"<[^>]+>")
 
 

@@ -140,6 +140,10 @@ def tiny_model_dir(tmp_path: Path) -> Path:
     (["depth", "pos", "--model", "gpt2", "--remote"], ["--remote", "`lens` subcommand only"]),
     (["topk", "saturation", "--model", "gpt2", "--device", "ndif"], ["--remote", "`lens` subcommand only"]),
     (["attention-mlp", "--model", "meta-llama/Llama-3.1-8B", "--remote"], ["--remote", "`lens`"]),
+    (["results", "--pages", "nope"], ["Unknown page", "extraction, depth"]),
+    (["results", "--out", "results.txt"], ["--out", ".md"]),
+    (["results", "--preset", "huge"], ["invalid choice", "paper"]),
+    (["results", "--model", "/nonexistent/folder"], ["no such folder"]),
 ])
 def test_bad_input_is_one_fast_line(args: list[str], words: list[str]) -> None:
     assert_refused(args, *words)

@@ -22,6 +22,7 @@ def test_glitches_are_found(text: str) -> None:
 @pytest.mark.parametrize("text", [
     "**Bold** claim — holds (0.120, 95 % CI 0.050 to 0.190, n = 40)", "y\\* is the model's top-1", "ranks 1–5 …",
     "10 kept positions of 12.5 %", "see `code`", "a path a/nan/b", "ℓ\\*(k) = first layer", "*italic*",
+    "precision@1 = 1.0 at the last layer", "a mean of 2.0 nats",
 ])
 def test_clean_text_passes(text: str) -> None:
     assert not problems_in(text), (text, problems_in(text))

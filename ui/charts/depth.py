@@ -7,16 +7,21 @@ from typing import Callable
 import altair as alt
 import pandas as pd
 
+from ui.charts import categorical
+
 BUCKETS = ["Top-10", "Top-100", "Top-1000", "Rest"]  # frequency buckets, most frequent first
 
 
 def curves_chart(curves: pd.DataFrame, title: str) -> alt.Chart:
     """Curves (group, k, mean_layer, std_layer, n) -> mean earliest layer with rank <= k (x) against k (y, log),
-    one line per group (the paper's axes)."""
+    one line per group (the paper's axes). Parts of speech: function words first, then content words."""
+    present = list(dict.fromkeys(curves.group))
+    order = [g for g in ("DET", "ADP", "PUNCT", "NOUN", "VERB", "ADJ") if g in present]
+    groups = order + [g for g in present if g not in order]
     return alt.Chart(curves.dropna(subset=["mean_layer"])).mark_line(point=alt.OverlayMarkDef(size=12)).encode(
         x=alt.X("mean_layer:Q", title="mean earliest layer with rank ≤ k (0 = embeddings)"),
         y=alt.Y("k:Q", scale=alt.Scale(type="log"), title="k"),
-        color=alt.Color("group:N", title=title), order="k:Q",
+        **categorical(groups, title, "group", dashes=True), order="k:Q",
         tooltip=["group", "k", alt.Tooltip("mean_layer:Q", format=".2f"), alt.Tooltip("std_layer:Q", format=".2f"),
                  "n"],
     ).properties(width=560, height=320)
@@ -52,19 +57,34 @@ def shares_chart(shares: pd.DataFrame) -> alt.Chart:
     return alt.Chart(shares).mark_bar().encode(
         x=alt.X("column:N", sort=order, title="layer of the top-1 (final = the model's prediction)"),
         y=alt.Y("share:Q", stack="normalize", title="share of examples"),
-        color=alt.Color("bucket:N", sort=BUCKETS, title="frequency bucket"),
+        color=alt.Color("bucket:N", sort=BUCKETS, title="frequency bucket",
+                        scale=alt.Scale(domain=BUCKETS, range=["#0072B2", "#56B4E9", "#E69F00", "#BBBBBB"])),
         tooltip=["column", "bucket", alt.Tooltip("share:Q", format=".0%"), "count"],
     ).properties(width=620, height=280)
 
 
-def flips_chart(flips: pd.DataFrame) -> alt.Chart:
-    """Flips (layer, bucket, flip_rate, n) -> per bucket, how often a layer's top-1 differs from the final one."""
-    return alt.Chart(flips).mark_line(point=True).encode(
+MIN_FLIP_N = 5
+"""A bucket's flip rate at a layer is drawn only from this many top-1 picks on; fewer would be noise."""
+
+
+def flips_chart(flips: pd.DataFrame) -> alt.LayerChart:
+    """Flips (layer, bucket, flip_rate, n) -> per bucket, how often a layer's top-1 differs from the final one.
+    A bucket is drawn only at layers where at least MIN_FLIP_N top-1 picks fell in it: its line breaks where there
+    are too few (no line across layers without data); the point size shows n."""
+    data = flips.copy()
+    data["flip_rate"] = data.flip_rate.where(data.n >= MIN_FLIP_N)  # null breaks the line
+    present = [b for b in BUCKETS if b in set(data.bucket)]
+    enc = categorical(present, "frequency bucket", "bucket", dashes=True)
+    base = alt.Chart(data).encode(
         x=alt.X("layer:Q", title="layer (0 = embeddings)"),
-        y=alt.Y("flip_rate:Q", scale=alt.Scale(domain=[0, 1]), title="flip rate (top-1 ≠ final)"),
-        color=alt.Color("bucket:N", sort=BUCKETS),
-        tooltip=["layer", "bucket", alt.Tooltip("flip_rate:Q", format=".0%"), "n"],
-    ).properties(width=620, height=260)
+        y=alt.Y("flip_rate:Q", scale=alt.Scale(domain=[0, 1]), title="flip rate (top-1 ≠ final)",
+                axis=alt.Axis(format="%")),
+        tooltip=["layer", "bucket", alt.Tooltip("flip_rate:Q", format=".0%"), "n"])
+    lines = base.mark_line(invalid=None).encode(**enc)
+    points = base.mark_circle(opacity=0.8).encode(
+        color=enc["color"].legend(None),
+        size=alt.Size("n:Q", title="top-1 picks (n)", scale=alt.Scale(range=[10, 120])))
+    return alt.layer(lines, points).properties(width=620, height=260)
 
 
 ChartBuilder = Callable[[dict[str, pd.DataFrame]], alt.TopLevelMixin]

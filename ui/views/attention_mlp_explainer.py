@@ -17,8 +17,15 @@ from core.analyses.attention_mlp.explainer import (
     split_examples,
 )
 from ui.downloads import table_downloads
+from ui.state import bound
 
 MODES = ("off", "manual", "endpoint")
+_SCORES = "amlp_explainer_scores"  # session state: "neuron head rule mode" -> balanced accuracy
+
+
+def scores() -> list[float]:
+    """The explanation scores (balanced accuracy) of the neuron-heads scored in this browser session."""
+    return list(st.session_state.get(_SCORES, {}).values())
 MODE_LABELS = {"off": "Off", "manual": "Manual: write an explanation and label examples yourself",
                "endpoint": "OpenAI-compatible endpoint (yours)"}
 
@@ -35,6 +42,7 @@ def _score_row(score, head_label: str, mode: str) -> pd.DataFrame:
 
 
 def _manual(examples: list[Example], token: str, head_label: str, key: str) -> None:
+    """Write an explanation, label the held-out examples, score the labels."""
     shown, held = split_examples(examples)
     st.markdown("Examples to explain from (★ = head active):")
     st.code("\n".join(("★ " if e.active else "  ") + e.text + f"[{token}]" for e in shown), language=None)
@@ -47,13 +55,15 @@ def _manual(examples: list[Example], token: str, head_label: str, key: str) -> N
     labels = [st.checkbox(e.text + f"[{token}]", key=f"w_amlp_label_{key}_{i}") for i, e in enumerate(held)]
     if st.button("Score my labels", key=f"score_manual_{key}"):
         score = score_labels(labels, [e.active for e in held])
-        _report(score, head_label, "manual")
+        _report(score, head_label, "manual", key)
 
 
-def _report(score, head_label: str, mode: str) -> None:
+def _report(score, head_label: str, mode: str, key: str) -> None:
+    """Show a score and keep it for the page's verdict on explanation scores."""
     if score is None:
         st.warning("The held-out examples are all active or all inactive: no score (skipped, as in the paper).")
         return
+    st.session_state.setdefault(_SCORES, {})[f"{key} {mode}"] = float(score.balanced_accuracy)
     st.metric("Head explanation score (balanced accuracy)", f"{score.balanced_accuracy:.3f}",
               help="(TPR + TNR) / 2 over the held-out examples; 0.5 = chance.")
     frame = _score_row(score, head_label, mode)
@@ -62,6 +72,7 @@ def _report(score, head_label: str, mode: str) -> None:
 
 
 def _endpoint(examples: list[Example], token: str, head_label: str, key: str) -> None:
+    """An OpenAI-compatible endpoint explains the head from the shown examples and labels the held-out ones."""
     c1, c2 = st.columns(2)
     base_url = c1.text_input("Base URL", placeholder="https://api.example.com/v1", key="w_amlp_base_url")
     model = c2.text_input("Model name", key="w_amlp_llm_model")
@@ -82,20 +93,23 @@ def _endpoint(examples: list[Example], token: str, head_label: str, key: str) ->
         st.error(str(err))
         return
     st.markdown(f"**Explanation:** {explanation}")
-    _report(score, head_label, "endpoint")
+    _report(score, head_label, "endpoint", key)
 
 
-def panel(prompts: pd.DataFrame, attributions: pd.DataFrame, head_label: str, rule: str, token: str) -> None:
-    """The explainer panel for one neuron-head (collapsed; off until the user picks a mode)."""
+def panel(prompts: pd.DataFrame, attributions: pd.DataFrame, head_label: str, rule: str, token: str,
+          neuron: str = "") -> None:
+    """The explainer panel for one neuron-head (collapsed; off until the user picks a mode). The mode is in the URL;
+    the endpoint's address, model and key are not (a link must never carry a key or point others at an endpoint)."""
     with st.expander("Explain this head (optional)", expanded=False):
-        mode = st.radio("Explainer", MODES, format_func=MODE_LABELS.get, horizontal=True, key="w_amlp_explainer")
+        mode = bound(st.radio, "amlp_explainer", "off", "Explainer", options=list(MODES), format_func=MODE_LABELS.get,
+                     horizontal=True)
         if mode == "off":
             st.caption("Off by default: nothing is sent anywhere. The paper asked GPT-4 for a 2-3 sentence "
                        "explanation from active/inactive examples, then scored it by asking Yes/No on held-out "
                        "examples (balanced accuracy).")
             return
         examples = examples_for(prompts, attributions, head_label, rule)
-        key = f"{head_label}_{rule}"
+        key = f"{neuron}_{head_label}_{rule}"
         if mode == "manual":
             _manual(examples, token, head_label, key)
         else:

@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from core.analyses.depth.params import LENSES as DEPTH_LENSES
+from core.analyses.depth.params import PRESET_NOTES, PRESETS
 from core.analyses.depth.sections import run_section, section_is_cached
 from core.analyses.depth.verdicts import verdicts
 from core.cache import stable_key
@@ -14,6 +15,7 @@ from ui import cached
 from ui import job_panel as jobs
 from ui.charts.depth import FIGURES
 from ui.downloads import show_chart, tables_expander
+from ui.presets import preset_buttons
 from ui.state import bound
 from ui.verdicts import show_verdicts as verdict_lines
 from ui.views import lens_training
@@ -22,13 +24,15 @@ from ui.views import lens_training
 URL_KEYS = ["depth_lens", "depth_seed"] + [f"depth_n_{s}" for s in ("pos", "facts", "options", "frequency")]
 SECTIONS = {"pos": "Parts of speech", "facts": "Multi-token facts", "options": "Option-constrained tasks",
             "frequency": "Frequency buckets and decision flips"}
-DEFAULT_N = {"pos": 20, "facts": 40, "options": 10, "frequency": 40}
+DEFAULT_N = PRESETS["quick"]  # the quick-look sizes
 N_HELP = {"pos": "kept examples per tag", "facts": "prompts in all (shared by the relations)",
           "options": "examples per task", "frequency": "random Wikipedia prefixes"}
 
 
 def controls() -> tuple[str, int]:
-    """The lens (logit or tuned) and the sampling seed, both bound to the URL."""
+    """The presets, the lens (logit or tuned) and the sampling seed, all bound to the URL."""
+    preset_buttons({name: {f"depth_n_{s}": n for s, n in sizes.items()} for name, sizes in PRESETS.items()},
+                   "depth", PRESET_NOTES)
     c1, c2 = st.columns(2)
     lens_name = bound(c1.selectbox, "depth_lens", "logit", "Lens", options=list(DEPTH_LENSES),
                       format_func=cached.LENS_NAMES.get)

@@ -10,6 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from core.analyses.extraction import extraction_is_cached, qualitative_checks, run_extraction, summarise
+from core.analyses.params import EXTRACTION_PRESET_NOTES, EXTRACTION_PRESETS
 from core.cache import stable_key
 from core.data import CORPORA, corpus_texts, evaluation_texts, parse_user_texts, sample_texts
 from core.lenses.registry import LEARNED
@@ -18,6 +19,7 @@ from ui import cached
 from ui.charts.extraction import metric_chart
 from ui.downloads import show_chart, table_downloads
 from ui.job_panel import job_panel
+from ui.presets import preset_buttons
 from ui.state import bound, set_value, url_list
 from ui.verdicts import show_verdicts
 from ui.views import lens_training
@@ -25,7 +27,7 @@ from ui.views import lens_training
 URL_KEYS = ["corpus", "n", "seed", "methods"]  # besides the model and prompt every page keeps
 METRICS = {
     "precision_at_1": "precision@1 (lens top-1 = the model's own prediction)",
-    "surprisal_patched": "surprisal of the model's answer under the lens, −log p_lens(y*) (logitscope), nats",
+    "surprisal_patched": "surprisal of the model's answer under the lens, −log p_lens(y\\*) (logitscope), nats",
     "surprisal_original": "surprisal of the lens's guess under the model, −log p_model(ŷ) (Patchscopes), nats",
 }
 UPLOAD = "upload a file…"
@@ -42,18 +44,22 @@ class ExtractionRequest:
 
 def controls(spec_key: str) -> ExtractionRequest | None:
     """Corpus, sample size, seed and methods; returns None when the input is not usable yet."""
+    available = [m for m in cached.LENS_NAMES if m not in LEARNED
+                 or cached.trained_lenses(spec_key) is not None]
+    presets = {name: {"n": p["n"], "seed": p["seed"], "corpus": p["corpus"],
+                      "methods": [m for m in p["methods"] if m in available]}
+               for name, p in EXTRACTION_PRESETS.items()}
+    preset_buttons(presets, "extraction", EXTRACTION_PRESET_NOTES)
     c1, c2, c3 = st.columns([1.4, 0.8, 0.8])
     corpus = bound(c1.selectbox, "corpus", "wikipedia", "Corpus", options=list(CORPORA) + [UPLOAD],
                    format_func=lambda c: CORPORA.get(c, c))
     n = int(bound(c2.number_input, "n", 100, "Texts (one random position each)", parse=int,
                   min_value=5, max_value=3000, step=5))
     seed = int(bound(c3.number_input, "seed", 0, "Seed", parse=int, min_value=0, max_value=2**31 - 1))
-    available = [m for m in cached.LENS_NAMES if m not in LEARNED
-                 or cached.trained_lenses(spec_key) is not None]
     chosen = [m for m in url_list("methods", available) if m in cached.LENS_NAMES]
-    if "w_methods" not in st.session_state:
-        st.session_state["w_methods"] = chosen
-    methods = st.multiselect("Methods", list(cached.LENS_NAMES), format_func=cached.LENS_NAMES.get, key="w_methods")
+    st.session_state["w_methods"] = chosen  # re-assigned each run (a preset may have changed it), as ui.state.bound
+    methods = st.multiselect("Methods", list(cached.LENS_NAMES), format_func=cached.LENS_NAMES.get, key="w_methods",
+                             on_change=lambda: set_value("methods", list(st.session_state["w_methods"])))
     set_value("methods", list(methods))
     if not methods:
         st.warning("Pick at least one method.")

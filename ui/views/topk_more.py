@@ -15,7 +15,13 @@ from typing import Any, Callable
 import pandas as pd
 import streamlit as st
 
-from core.analyses.topk.cached_runs import VERSION, run_intervention, run_modality
+from core.analyses.topk.cached_runs import (
+    VERSION,
+    intervention_is_cached,
+    modality_cached,
+    run_intervention,
+    run_modality,
+)
 from core.analyses.topk.intervention import InterventionConfig
 from core.analyses.topk.modalities import MAX_UPLOADS, decode_image, decode_wav
 from core.cache import stable_key
@@ -26,46 +32,61 @@ from ui import job_panel as jobs
 from ui.charts import topk as charts
 from ui.downloads import show_chart, tables_expander
 from ui.format import p_text
+from ui.state import bound
+from ui.views.topk import clamp, method_note
 
 KIND_LABELS = {"vit": "ViT image classifier", "whisper": "Whisper decoder"}
 UPLOAD_TYPES = {"vit": ["png", "jpg", "jpeg"], "whisper": ["wav"]}
+# every setting of both tabs (not the uploads and their transcripts: files cannot travel in a link)
+URL_KEYS = ["topk_int_n", "topk_int_seed", "topk_int_pairs", "topk_int_gap", "topk_int_minsat", "topk_int_dist",
+            "topk_int_adj", "topk_mod_kind", "topk_mod_model", "topk_mod_n", "topk_mod_k", "topk_mod_tasks",
+            "topk_mod_seed"]
 
 
 # -- shared job plumbing ---------------------------------------------------------------------------------------
 def _job(key: str, section: str, label: str, work: Callable[[Any], dict[str, pd.DataFrame]],
-         disabled: bool = False) -> dict[str, pd.DataFrame] | None:
-    """Run button / live progress / error with retry for one job; its frames once computed (None before)."""
+         disabled: bool = False, start_now: bool = False) -> dict[str, pd.DataFrame] | None:
+    """Run button / live progress / error with retry for one job; its frames once computed (None before).
+    ``start_now``: the result is on disk (a link to a stored run shows it without a Run click)."""
     return jobs.job_panel(key, label, work, button_key=f"run_topk_{section}", disabled=disabled,
+                          start_now=start_now and not disabled,
                           caption="Results are cached on disk: a second run with the same settings is instant.")
+
+
+def _int(col: Any, name: str, default: int, label: str, low: int, high: int, help: str | None = None) -> int:
+    """A number input bound to the URL (clamped into low..high first: a link made for another model)."""
+    clamp(name, default, low, high)
+    return int(bound(col.number_input, name, default, label, parse=int, min_value=low, max_value=high, help=help))
 
 
 # -- the intervention tab ----------------------------------------------------------------------------------------
 def _intervention_controls(n_layers: int) -> tuple[int, int, InterventionConfig]:
     base, paper = InterventionConfig.for_depth(n_layers), InterventionConfig()  # paper: GPT2-XL's constants
     c = st.columns(3)
-    n = int(c[0].number_input("Texts", 1, 2000, 20, key="w_topk_int_n",
-                              help="Bundled Wikipedia evaluation paragraphs; up to 'pairs per text' pairs each."))
-    seed = int(c[1].number_input("Seed", 0, 2**31 - 1, 0, key="w_topk_int_seed"))
-    per_text = int(c[2].number_input("Pairs per text (max)", 1, 200, base.max_pairs_per_text, key="w_topk_int_pairs"))
+    n = _int(c[0], "topk_int_n", 20, "Texts", 1, 2000,
+             "Bundled Wikipedia evaluation paragraphs; up to 'pairs per text' pairs each.")
+    seed = _int(c[1], "topk_int_seed", 0, "Seed", 0, 2**31 - 1)
+    per_text = _int(c[2], "topk_int_pairs", base.max_pairs_per_text, "Pairs per text (max)", 1, 200)
     with st.expander(f"Pair selection (the paper's GPT2-XL constants, layer distances scaled by L/48 = {n_layers}/48)"):
         d = st.columns(4)
-        gap = int(d[0].number_input("Min saturation gap", 1, n_layers, base.min_gap, key="w_topk_int_gap",
-                                    help=f"Paper: {paper.min_gap} layers of 48 (a difference of layers: the same "
-                                         "in the paper's 0-based numbering and here)."))
-        min_sat_layer = int(d[1].number_input(
-            "Min saturation layer", 1, n_layers, layer_of_block(base.min_sat), key="w_topk_int_minsat",
-            help=f"Both tokens' top-1 must saturate at or after this layer (l = after block l). Paper: "
-                 f"{paper.min_sat} of 48 on 0-based block indices ({paper_layer_note(paper.min_sat)}), scaled by "
-                 f"L/48 to block index {base.min_sat} = layer {layer_of_block(base.min_sat)}."))
-        dist = int(d[2].number_input("Max token distance", 1, 2048, base.max_distance, key="w_topk_int_dist"))
-        adj = int(d[3].number_input("Offsets ±", 1, n_layers, base.n_adjacent, key="w_topk_int_adj"))
+        gap = _int(d[0], "topk_int_gap", base.min_gap, "Min saturation gap", 1, n_layers,
+                   f"Paper: {paper.min_gap} layers of 48 (a difference of layers: the same in the paper's 0-based "
+                   "numbering and here).")
+        min_sat_layer = _int(
+            d[1], "topk_int_minsat", layer_of_block(base.min_sat), "Min saturation layer", 1, n_layers,
+            f"Both tokens' top-1 must saturate at or after this layer (l = after block l). Paper: {paper.min_sat} of "
+            f"48 on 0-based block indices ({paper_layer_note(paper.min_sat)}), scaled by L/48 to block index "
+            f"{base.min_sat} = layer {layer_of_block(base.min_sat)}.")
+        dist = _int(d[2], "topk_int_dist", base.max_distance, "Max token distance", 1, 2048)
+        adj = _int(d[3], "topk_int_adj", base.n_adjacent, "Offsets ±", 1, n_layers)
     config = base.replace(min_gap=gap, min_sat=block_of_layer(min_sat_layer), max_distance=dist, n_adjacent=adj,
                           max_pairs_per_text=per_text)  # the config keeps the paper's 0-based min_sat
     return n, seed, config
 
 
-def intervention_tab(spec_key: str) -> None:
-    """Implant the early token's state around its saturation layer into the late token; share per offset."""
+def intervention_tab(spec_key: str) -> dict[str, pd.DataFrame] | None:
+    """Implant the early token's state around its saturation layer into the late token; share per offset.
+    Returns the frames once computed."""
     session = cached.get_session(spec_key)
     st.caption(
         "Pairs of positions in one text with the same final top-1 token whose top-1 saturation layers differ by at "
@@ -78,9 +99,12 @@ def intervention_tab(spec_key: str) -> None:
     key = stable_key("topk-more-job", model=session.identity(), section="intervention", n=n, seed=seed,
                      config=repr(config), version=VERSION)
     frames = _job(key, "intervention", "Top-k: intervention",
-                  lambda progress: run_intervention(session, n, seed, progress, config=config))
+                  lambda progress: run_intervention(session, n, seed, progress, config=config),
+                  start_now=intervention_is_cached(session, n, seed, config))
     if frames is not None:
         show_intervention(frames)
+    method_note("intervention")
+    return frames
 
 
 def show_intervention(frames: dict[str, pd.DataFrame]) -> None:
@@ -93,10 +117,10 @@ def show_intervention(frames: dict[str, pd.DataFrame]) -> None:
     before, after = offsets[offsets.offset < 0], offsets[offsets.offset >= 0]
     st.caption(
         f"{n_pairs} pairs from {int((texts.pairs > 0).sum())} of {len(texts)} texts "
-        f"({int(texts.candidate_pairs.sum())} candidate pairs). Success share: max {before.share.max():.1%} before "
-        f"the saturation layer (o < 0), max {after.share.max():.1%} from it on (o ≥ 0); prediction unchanged in "
+        f"({int(texts.candidate_pairs.sum())} candidate pairs). Success share: max {_pct(before.share.max())} before "
+        f"the saturation layer (o < 0), max {_pct(after.share.max())} from it on (o ≥ 0); prediction unchanged in "
         f"{pairs.prediction_unchanged.mean():.1%} of implants; {int(offsets.skipped.sum())} offsets skipped (implant "
-        "layer outside 1..L−1: block e+o+1 must exist).")
+        "layer outside 1 to L−1: block e+o+1 must exist). Bars: ± one binomial SEM.")
     show_chart(charts.intervention_chart(offsets), offsets, "topk_intervention")
     tables_expander(frames, "topk_intervention")
 
@@ -148,8 +172,13 @@ def _input_problems(kind: str, model: str, files: list, transcripts: list[str]) 
     return problems
 
 
-def modalities_tab() -> None:
-    """Saturation, rank order, strict τ and probing for a ViT or a Whisper decoder (tiny demo or your weights)."""
+def _pct(value: float) -> str:
+    return f"{value:.1%}" if pd.notna(value) else "n/a (no offset evaluated)"
+
+
+def modalities_tab() -> tuple[str, dict[str, pd.DataFrame] | None]:
+    """Saturation, rank order, strict τ and probing for a ViT or a Whisper decoder (tiny demo or your weights).
+    Returns (the model kind, its frames once computed)."""
     st.caption(
         "The same definitions for other modalities. ViT: the class token after every encoder layer through the final "
         "layernorm and the classifier head (one position per image). Whisper: every transcript position after every "
@@ -157,15 +186,15 @@ def modalities_tab() -> None:
         "encoder reading the audio's log-mel features. Inputs: seeded generated images (gradients, shapes, noise) "
         "or audio (tones, chirps, noise), plus your uploads.")
     c = st.columns([2, 3, 1, 1, 1, 1])
-    kind = c[0].radio("Model", list(KIND_LABELS), format_func=KIND_LABELS.get, key="w_topk_mod_kind")
-    model = c[1].text_input("Weights: hub id or local folder (blank = tiny random-init demo)", key="w_topk_mod_model",
-                            placeholder="e.g. google/vit-base-patch16-224 or ./whisper-tiny").strip()
-    n = int(c[2].number_input("Generated inputs", 0, 5000, 100, key="w_topk_mod_n"))
-    k = int(c[3].number_input("k", 2, 20, 5, key="w_topk_mod_k"))
-    tasks = int(c[4].number_input("Probing tasks", 2, 20, 3, key="w_topk_mod_tasks",
-                                  help="The paper: 5 for ViT-L (chance 20 %), 4 for Whisper (25 %). The tiny demo "
-                                       "rarely orders more than 3 ranks, so fewer tasks give a probe at all."))
-    seed = int(c[5].number_input("Seed", 0, 2**31 - 1, 0, key="w_topk_mod_seed"))
+    kind = bound(c[0].radio, "topk_mod_kind", "vit", "Model", options=list(KIND_LABELS), format_func=KIND_LABELS.get)
+    model = str(bound(c[1].text_input, "topk_mod_model", "", "Weights: hub id or local folder (blank = tiny "
+                      "random-init demo)", placeholder="e.g. google/vit-base-patch16-224 or ./whisper-tiny")).strip()
+    n = _int(c[2], "topk_mod_n", 100, "Generated inputs", 0, 5000)
+    k = _int(c[3], "topk_mod_k", 5, "k", 2, 20)
+    tasks = _int(c[4], "topk_mod_tasks", 3, "Probing tasks", 2, 20,
+                 "The paper: 5 for ViT-L (chance 20 %), 4 for Whisper (25 %). The tiny demo rarely orders more than 3 "
+                 "ranks, so fewer tasks give a probe at all.")
+    seed = _int(c[5], "topk_mod_seed", 0, "Seed", 0, 2**31 - 1)
     tasks = min(tasks, k)
     if not model:
         st.info("Blank weights: a tiny random-init model (random-init demo: no weights offline). Its numbers show "
@@ -180,21 +209,31 @@ def modalities_tab() -> None:
     digest = hashlib.sha256(b"".join(hashlib.sha256(d).digest() for _, d in files) + "\n".join(transcripts).encode())
     key = stable_key("topk-more-job", section=kind, model=model, stamp=_folder_stamp(model), n=n, k=k, tasks=tasks,
                      seed=seed, inputs=digest.hexdigest(), version=VERSION)
+    disabled = bool(errors) or n + len(files) < 1
     frames = _job(key, kind, f"Top-k: {KIND_LABELS[kind]}",
                   lambda progress: run_modality(kind, model or None, n, k, seed, progress, files=files,
                                                 transcripts=transcripts, n_tasks=tasks),
-                  disabled=bool(errors) or n + len(files) < 1)
+                  disabled=disabled,
+                  start_now=not disabled and modality_cached(kind, model or None, n, k, seed, files, transcripts,
+                                                             tasks))
     if frames is not None:
         show_modality(frames, kind)
+    method_note("modalities")
+    return kind, frames
+
+
+def _num(value: float) -> str:
+    return f"{value:.3f}" if pd.notna(value) else "n/a"
 
 
 def show_modality(frames: dict[str, pd.DataFrame], kind: str) -> None:
     s, tau = frames["summary"].iloc[0], frames["kendall"].iloc[0]
     if s.random_init:
         st.warning(f"{s.model}: untrained weights, for demonstration only.")
-    st.caption(f"{s.model}, {s.n_layers} layers, k = {s.k}, {len(frames['inputs'])} inputs. {s.notes}. Strict "
-               f"Kendall's τ over {tau.evaluated} kept positions with k* ≥ 3: **mean τ = {tau.mean_tau:.3f}**, "
-               f"permuted mean {tau.perm_mean:.3f}, **p = {p_text(tau.p)}** ({tau.n_perm} permutations).")
+    st.caption(f"{s.model}, {int(s.n_layers)} layers, k = {int(s.k)}, {len(frames['inputs'])} inputs. {s.notes}. "
+               f"Strict Kendall's τ over {int(tau.evaluated)} kept positions with k\\* ≥ 3: **mean τ = "
+               f"{_num(tau.mean_tau)}**, permuted mean {_num(tau.perm_mean)}, **p = {p_text(tau.p)}** "
+               f"({int(tau.n_perm)} permutations).")
     left, right = st.columns(2)
     with left:
         st.markdown("**Rank vs saturation order** (kept positions)")

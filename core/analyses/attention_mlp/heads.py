@@ -27,14 +27,15 @@ import pandas as pd
 import torch
 
 from core.analyses.attention_mlp.neurons import uses_layernorm
+from core.analyses.attention_mlp.params import CONTEXT_BAND, RULE_WORDS
 from core.analyses.attention_mlp.passes import ablated_token_probs, model_input
 from core.layers import block_of_layer, blocks_of_layers
 from core.model.arch import module_weight
 from core.model.session import ModelSession
 
 CAPTURE = ("head_z", "attn_out", "mlp_out", "neurons")
-ACTIVE_LOW, ACTIVE_HIGH = 0.25, 0.75
-RULES = {"top3": "top-3 heads per prompt (v1)", "sigma2": "attr > mean + 2σ over heads (v2)"}
+ACTIVE_LOW, ACTIVE_HIGH = CONTEXT_BAND
+RULES = RULE_WORDS  # code -> words: "top3" (the paper's v1), "sigma2" (v2)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,9 @@ from core.analyses.attention_mlp.params import (  # torch-free settings (the CLI
     DEFAULT_N_TEXTS,
     DEFAULT_PER_LAYER,
     DEFAULT_SEED,
+    PRESETS,
     HeadParams,
+    preset_blocks,
 )
 from core.analyses.attention_mlp.prompts import (
     DEFAULT_REJECT,
@@ -35,7 +37,7 @@ from core.analyses.attention_mlp.prompts import (
     select_prompts,
     trimmed_rows,
 )
-from core.cache import cached
+from core.cache import cached, is_cached
 from core.model.session import ModelSession
 from core.progress import Progress, no_progress
 
@@ -79,8 +81,22 @@ def scan_corpus(session: ModelSession, neurons: pd.DataFrame, texts: list[str], 
         raise ValueError("No neurons to scan: choose other blocks or a larger count.")
     return cached("attention-mlp-scan", lambda: scan_top_windows(
         session, corpus_windows(session, texts, params.window), neurons, params.top, progress),
-        model=session.identity(), corpus=corpus_hash(texts), neurons=_neuron_key(neurons),
-        window=params.window, top=params.top, version=VERSION)
+        **_scan_parts(session, neurons, texts, params))
+
+
+def _scan_parts(session: ModelSession, neurons: pd.DataFrame, texts: list[str], params: ScanParams) -> dict:
+    return dict(model=session.identity(), corpus=corpus_hash(texts), neurons=_neuron_key(neurons),
+                window=params.window, top=params.top, version=VERSION)
+
+
+def _trim_parts(session: ModelSession, row: pd.DataFrame, texts: list[str], params: ScanParams) -> dict:
+    return dict(model=session.identity(), corpus=corpus_hash(texts), neuron=_neuron_key(row), params=asdict(params),
+                version=VERSION)
+
+
+def _heads_parts(session: ModelSession, prompts: pd.DataFrame, params: HeadParams) -> dict:
+    key = [(int(r.block), int(r.neuron), int(r.token_id), [int(i) for i in r.ids]) for r in prompts.itertuples()]
+    return dict(model=session.identity(), prompts=key, params=asdict(params), version=VERSION)
 
 
 def neuron_prompts(session: ModelSession, neurons: pd.DataFrame, texts: list[str], params: ScanParams,
@@ -98,8 +114,7 @@ def neuron_prompts(session: ModelSession, neurons: pd.DataFrame, texts: list[str
         rows = trimmed_rows(session, windows, tops, row, params, lambda f, m: progress(0.6 + 0.4 * f, m))
         return select_prompts(rows, params)
 
-    return cached("attention-mlp-trim", compute, model=session.identity(), corpus=corpus_hash(texts),
-                  neuron=_neuron_key(row), params=asdict(params), version=VERSION)
+    return cached("attention-mlp-trim", compute, **_trim_parts(session, row, texts, params))
 
 
 def max_activating_prompts(session: ModelSession, neurons: pd.DataFrame, texts: list[str],
@@ -131,9 +146,27 @@ def neuron_heads(session: ModelSession, prompts: pd.DataFrame, params: HeadParam
     if len(prompts) < MIN_PROMPTS:
         raise ValueError(f"This neuron has {len(prompts)} prompts; the 25-75 % rule needs at least "
                          f"{MIN_PROMPTS}: scan more texts.")
-    key = [(int(r.block), int(r.neuron), int(r.token_id), [int(i) for i in r.ids]) for r in prompts.itertuples()]
     return cached("attention-mlp-heads", lambda: compute_neuron_heads(session, prompts, params),
-                  model=session.identity(), prompts=key, params=asdict(params), version=VERSION)
+                  **_heads_parts(session, prompts, params))
+
+
+def neuron_is_cached(session: ModelSession, neurons: pd.DataFrame, texts: list[str], scan: ScanParams,
+                     heads: HeadParams, block: int, neuron: int) -> bool:
+    """Whether the neuron's prompts and heads (1-based ``block``) would come from the disk cache (no model work):
+    a link to a stored run then shows it without a Run click."""
+    row = neurons[(neurons.block == block) & (neurons.neuron == neuron)]
+    if row.empty or not is_cached("attention-mlp-scan", **_scan_parts(session, neurons, texts, scan)) \
+            or not is_cached("attention-mlp-trim", **_trim_parts(session, row, texts, scan)):
+        return False
+    prompts = neuron_prompts(session, neurons, texts, scan, block, neuron)  # two disk reads
+    return len(prompts) < MIN_PROMPTS or is_cached("attention-mlp-heads", **_heads_parts(session, prompts, heads))
+
+
+def summary_is_cached(session: ModelSession, neurons: pd.DataFrame, texts: list[str], scan: ScanParams,
+                      heads: HeadParams) -> bool:
+    """Whether every neuron of the table is cached (:func:`neuron_is_cached`), so the summary needs no model work."""
+    return not neurons.empty and all(neuron_is_cached(session, neurons, texts, scan, heads, int(r.block),
+                                                      int(r.neuron)) for r in neurons.itertuples())
 
 
 def compute_heads(session: ModelSession, prompts: pd.DataFrame, params: HeadParams = HeadParams(),
@@ -162,6 +195,14 @@ def compute_heads(session: ModelSession, prompts: pd.DataFrame, params: HeadPara
 run_heads = compute_heads  # per-neuron results are cached inside
 
 
+def summarise(session: ModelSession, neurons: pd.DataFrame, texts: list[str], scan: ScanParams,
+              heads: HeadParams, progress: Progress = no_progress) -> dict[str, pd.DataFrame]:
+    """Every neuron of the table: :func:`compute_heads`' tables plus ``prompts`` (what the page's summary and the
+    verdicts read); each step through the disk cache."""
+    prompts = max_activating_prompts(session, neurons, texts, scan, lambda f, m: progress(0.5 * f, m))
+    return {**compute_heads(session, prompts, heads, lambda f, m: progress(0.5 + 0.5 * f, m)), "prompts": prompts}
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything one end-to-end run depends on (``blocks`` 1-based: block l writes layer l)."""
@@ -173,6 +214,18 @@ class RunConfig:
     seed: int = DEFAULT_SEED
     scan: ScanParams = field(default_factory=ScanParams)
     heads: HeadParams = field(default_factory=HeadParams)
+
+
+def preset_config(preset: str, n_layers: int) -> RunConfig:
+    """A preset of :data:`core.analyses.attention_mlp.params.PRESETS` ("quick", "paper") for a model of ``n_layers``
+    blocks."""
+    if preset not in PRESETS:
+        raise ValueError(f"Unknown preset {preset!r}; choose from {', '.join(PRESETS)}.")
+    p = PRESETS[preset]
+    scan = ScanParams(window=p["window"], top=p["top"], keep=p["keep"], max_tokens=p["max_tokens"], trim=p["trim"])
+    return RunConfig(blocks=preset_blocks(n_layers, p["blocks_of_12"]), per_layer=p["per_layer"],
+                     n_texts=p["n_texts"], control=p["control"], scan=scan,
+                     heads=HeadParams(include_own=p["include_own"]))
 
 
 def run_attention_mlp(session: ModelSession, texts: list[str], config: RunConfig,

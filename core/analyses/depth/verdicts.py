@@ -99,7 +99,7 @@ def options_verdict(summary: pd.DataFrame | None) -> dict:
     n = min(ident.n, decide.n)
     return _verdict(claim, holds, f"mean relative depth of identification {ident.interval_text(2)} "
                                   f"({len(found)}/{len(summary)} identified), of decision {decide.interval_text(2)}",
-                    n, estimate=decide.estimate - ident.estimate)
+                    n)
 
 
 def frequency_verdict(shares: pd.DataFrame | None) -> dict:

@@ -16,10 +16,10 @@ import numpy as np
 import pandas as pd
 from scipy.stats import mannwhitneyu
 
-from core.analyses.topics.corpus import CorpusCounts, corpus_counts
+from core.analyses.topics.corpus import CorpusCounts, corpus_counts, npmi_matrix
 from core.analyses.topics.neuron import POLARITIES, NeuronTopics, TopicParams, analyse_pool, neuron_topics
 from core.analyses.topics.vocab import WordMap, check_unit, extremes, random_extremes, word_map
-from core.cache import cached
+from core.cache import cached, is_cached
 from core.layers import block_of_layer
 from core.model.session import ModelSession
 from core.progress import Progress, no_progress
@@ -92,7 +92,7 @@ def scan_layer(session: ModelSession, ref: Reference, mode: str, block: int, par
     topics), most sets first. Columns: unit, {pos,neg}_{pool,sets,best_star,example}, n_sets."""
     params.check()
     return cached("topics-scan", lambda: _scan(session, ref, mode, block, params, progress),
-                  model=session.identity(), counts_key=ref.counts.key, mode=mode, block=block, **params.cache_parts())
+                  **_scan_parts(session, ref, mode, block, params))
 
 
 def _comparison_rows(session: ModelSession, ref: Reference, mode: str, block_index: int, units: list[int],
@@ -109,13 +109,26 @@ def _comparison_rows(session: ModelSession, ref: Reference, mode: str, block_ind
                 rows.append({"unit": unit, "source": source, "polarity": pol, "pool_size": len(res.ids),
                              "n_sets": len(res.sets),
                              "mean_coherence": float(np.mean([t.coherence for t in found])) if found else np.nan})
-                topics += [{"unit": unit, "source": source, "polarity": pol, "set": n, "coherence": t.coherence,
-                            "status": t.status,
-                            "topic": " ".join(str(ref.counts.vocab[res.ids[m]]) for m in t.members)}
-                           for n, t in enumerate(res.topics, 1)]
+                for n, (star, t) in enumerate(zip(res.sets, res.topics), 1):
+                    words = [str(ref.counts.vocab[res.ids[m]]) for m in t.members]
+                    topics.append({"unit": unit, "source": source, "polarity": pol, "set": n,
+                                   "coherence": t.coherence, "status": t.status, "topic": " ".join(words),
+                                   "pairs_mean": pairs_mean(ref.counts, words, params.min_freq),
+                                   "size": len(star.members),
+                                   "words": " ".join(str(ref.counts.vocab[res.ids[m]]) for m in star.members)})
         progress((i + 1) / len(units), f"unit {unit}: {i + 1} of {len(units)}")
-    topic_cols = ["unit", "source", "polarity", "set", "coherence", "status", "topic"]
+    topic_cols = ["unit", "source", "polarity", "set", "coherence", "status", "topic", "pairs_mean", "size", "words"]
     return pd.DataFrame(rows), pd.DataFrame(topics, columns=topic_cols)
+
+
+def pairs_mean(counts: CorpusCounts, words: list[str], min_freq: int) -> float:
+    """Mean NPMI over the unordered pairs of ``words``, recomputed from the counts by word (a check of the MEKC
+    score, which the solver computes over pool indices); NaN for fewer than two words."""
+    if len(words) < 2:
+        return float("nan")
+    index = counts.index()
+    npmi = npmi_matrix(counts, np.array([index[w] for w in words]), min_freq)  # [k, k]
+    return float(npmi[np.triu_indices(len(words), 1)].mean())
 
 
 def mann_whitney(rows: pd.DataFrame, topics: pd.DataFrame) -> pd.DataFrame:
@@ -137,21 +150,55 @@ def mann_whitney(rows: pd.DataFrame, topics: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+COMPARE_VERSION = "2"  # compare frames: the topics table holds each set's members and the recomputed score
+
+
+def sample_units(n_units: int, n: int, seed: int) -> list[int]:
+    """``n`` distinct units of ``n_units``, seeded, sorted (ValueError when n is out of range)."""
+    if not 1 <= n <= n_units:
+        raise ValueError(f"The sample size must lie in 1..{n_units}.")
+    return sorted(np.random.default_rng(seed).choice(n_units, n, replace=False).tolist())
+
+
+def _compare_parts(session: ModelSession, ref: Reference, mode: str, block: int, n: int, seed: int,
+                   params: TopicParams) -> tuple[list[int], dict]:
+    """(the sampled units, the disk-cache parts of :func:`compare_random`)."""
+    params.check()
+    n_units = check_unit(session, mode, block_of_layer(block))
+    units = sample_units(n_units, n, seed)
+    return units, dict(model=session.identity(), counts_key=ref.counts.key, mode=mode, block=block, units=units,
+                       seed=seed, compare_version=COMPARE_VERSION, **params.cache_parts())
+
+
 def compare_random(session: ModelSession, ref: Reference, mode: str, block: int, n: int, seed: int,
                    params: TopicParams, progress: Progress = no_progress) -> dict[str, pd.DataFrame]:
     """``n`` seeded random units of 1-based ``block`` vs the random-permutation baseline (same pipeline).
 
-    -> {"rows": per unit x source x polarity, "topics": per topic, "tests": Mann-Whitney per metric}."""
-    params.check()
+    -> {"rows": per unit x source x polarity, "topics": per star set (its members, topic, score and the score
+    recomputed from the words), "tests": Mann-Whitney per metric}."""
+    units, parts = _compare_parts(session, ref, mode, block, n, seed, params)
     b = block_of_layer(block)
-    n_units = check_unit(session, mode, b)
-    if not 1 <= n <= n_units:
-        raise ValueError(f"The sample size must lie in 1..{n_units}.")
-    units = sorted(np.random.default_rng(seed).choice(n_units, n, replace=False).tolist())
 
     def compute() -> dict[str, pd.DataFrame]:
         rows, topics = _comparison_rows(session, ref, mode, b, units, params, seed, progress)
         return {"rows": rows, "topics": topics, "tests": mann_whitney(rows, topics)}
 
-    return cached("topics-compare", compute, model=session.identity(), counts_key=ref.counts.key, mode=mode,
-                  block=block, units=units, seed=seed, **params.cache_parts())
+    return cached("topics-compare", compute, **parts)
+
+
+def compare_is_cached(session: ModelSession, ref: Reference, mode: str, block: int, n: int, seed: int,
+                      params: TopicParams) -> bool:
+    """Whether :func:`compare_random` would read its frames from the disk cache (a link reopens them)."""
+    try:
+        return is_cached("topics-compare", **_compare_parts(session, ref, mode, block, n, seed, params)[1])
+    except ValueError:
+        return False
+
+
+def _scan_parts(session: ModelSession, ref: Reference, mode: str, block: int, params: TopicParams) -> dict:
+    return dict(model=session.identity(), counts_key=ref.counts.key, mode=mode, block=block, **params.cache_parts())
+
+
+def scan_is_cached(session: ModelSession, ref: Reference, mode: str, block: int, params: TopicParams) -> bool:
+    """Whether :func:`scan_layer` would read its frame from the disk cache."""
+    return is_cached("topics-scan", **_scan_parts(session, ref, mode, block, params))

@@ -31,7 +31,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy import sparse
 
-from core.analyses.topics.params import DEFAULT_MIN_FREQ, DEFAULT_VOCAB_SIZE
+from core.analyses.topics.params import DEFAULT_MIN_FREQ, DEFAULT_VOCAB_SIZE, WINDOW
 from core.data import wikipedia_articles
 from core.paths import cache_dir
 from core.progress import Progress, no_progress
@@ -40,7 +40,6 @@ from core.validate import MAX_CORPUS_BYTES, text_folder
 log = logging.getLogger(__name__)
 COUNT_VERSION = "2"  # bump when counting changes: old cache files are then ignored
 EPS = 1e-12
-WINDOW = 10  # = DEFAULT_MIN_FREQ: one co-occurrence spans at most 9 windows, so a pair needs two
 MIN_WORD_LEN = 2  # single letters ("s" of "it's", initials) are out of the vocabulary: they swamp pools
 MAX_USER_BYTES = MAX_CORPUS_BYTES
 _WORD = re.compile(r"[^\W\d_]+")

@@ -27,6 +27,37 @@ DEFAULT_TIME_LIMIT = 30.0  # seconds per integer program
 DEFAULT_CORPUS = "wikipedia"
 UNIT_TABLES: tuple[str, ...] = ("sets", "pools", "edges", "summary")  # NeuronTopics' frames, one unit
 COMPARE_TABLES: tuple[str, ...] = ("tests", "rows", "topics")  # compare_random's frames, real vs random
+WINDOW = 10  # sliding-window size of the co-occurrence counts (topic-metrics / Palmetto; the paper's ws=10)
+PAPER_TIME_LIMIT = 180.0  # superposed-topics algo/extract.py MEKC: SCIP limits/time (120 s in the notebook)
+DEFAULT_COMPARE_N = 20  # units sampled from a block for real vs random on the page
+
+# The page's two presets and the results report (core.analyses.topics.results). Parameter names are TopicParams'
+# fields plus "window" (fixed: shown, not a control), "compare_n" (units sampled for real vs random) and "seed".
+PRESETS: dict[str, dict] = {
+    "quick": {  # a first look in about a minute on 2 CPU cores
+        "tau": 400,  # half-size pools: fewer words, smaller NPMI graphs (paper: 900)
+        "min_freq": DEFAULT_MIN_FREQ,  # see DEFAULT_MIN_FREQ
+        "thresholds": PAPER_THRESHOLDS,  # GPT-2 notebook (0.1, 1)
+        "size_limits": PAPER_SIZE_LIMITS,  # GPT-2 notebook (10, 24)
+        "time_limit": 10.0,  # short: a set whose program runs longer keeps its best topic so far, flagged
+        "window": WINDOW,  # topic-metrics: windows of 10
+        "compare_n": 6,  # units sampled: enough to see the direction, rarely enough for a verdict
+        "seed": 0,
+    },
+    "paper": {  # the paper's settings where the bundled data allows them
+        "tau": 900,  # superposed-topics results archives gpt2_900 / llama_900
+        "min_freq": DEFAULT_MIN_FREQ,  # paper 100 windows of Wikipedia-V40K (billions of words); scaled to the
+        # bundled ~1M-word sample, 100 windows would be below 1, so the floor is the window size (see DEFAULT_MIN_FREQ)
+        "thresholds": PAPER_THRESHOLDS,  # GPT-2 notebook (0.1, 1)
+        "size_limits": PAPER_SIZE_LIMITS,  # GPT-2 notebook (10, 24)
+        "time_limit": PAPER_TIME_LIMIT,  # algo/extract.py MEKC: 180 s
+        "window": WINDOW,  # topic-metrics: wiki_npmi_wsz10
+        "compare_n": 200,  # the paper uses every neuron; 200 units x 2 sources x 2 pools is what 2 CPU cores finish
+        # in about two minutes (measured: 12 units in 6 s on block 13 of SmolLM2-135M)
+        "seed": 0,
+    },
+}
+
 
 
 def check_limits(thresholds: tuple[float, float], size_limits: tuple[int, int]) -> None:
@@ -52,7 +83,7 @@ class TopicParams:
     corpus: str = DEFAULT_CORPUS
     vocab_size: int = DEFAULT_VOCAB_SIZE
 
-    def check(self) -> "TopicParams":
+    def check(self) -> TopicParams:
         if self.tau < 1:
             raise ValueError("tau must be at least 1.")
         if self.min_freq < 1:
@@ -66,3 +97,17 @@ class TopicParams:
 
     def cache_parts(self) -> dict:
         return {**asdict(self), "version": VERSION}
+
+
+def default_block(n_layers: int) -> int:
+    """The page's default block (1-based): the middle one (15 of SmolLM2's 30)."""
+    return max(1, n_layers // 2)
+
+
+def preset_params(name: str, corpus: str = DEFAULT_CORPUS) -> TopicParams:
+    """The TopicParams of preset ``name`` ("quick" / "paper") on ``corpus``."""
+    if name not in PRESETS:
+        raise ValueError(f"Unknown preset {name!r}; choose from {', '.join(PRESETS)}.")
+    values = PRESETS[name]
+    fields = ("tau", "min_freq", "thresholds", "size_limits", "time_limit")
+    return TopicParams(corpus=corpus, **{f: values[f] for f in fields}).check()

@@ -14,8 +14,8 @@ from typing import Sequence
 import pandas as pd
 
 from core.analyses.topk.intervention import InterventionConfig, compute_intervention, intervention_texts
-from core.analyses.topk.modalities import run_modality_cached
-from core.cache import cached
+from core.analyses.topk.modalities import modality_is_cached, run_modality_cached
+from core.cache import cached, is_cached
 from core.model.session import ModelSession
 from core.progress import Progress, no_progress
 
@@ -38,8 +38,19 @@ def run_intervention(session: ModelSession, n_texts: int, seed: int, progress: P
     config = config or InterventionConfig.for_depth(session.adapter.n_layers)
     texts = intervention_texts(int(n_texts), int(seed))
     return cached("topk-intervention", lambda: compute_intervention(session, texts, int(seed), config, progress),
-                  model=session.identity(), n_texts=int(n_texts), seed=int(seed), config=repr(config),
-                  version=VERSION)
+                  **_intervention_parts(session, n_texts, seed, config))
+
+
+def _intervention_parts(session: ModelSession, n_texts: int, seed: int, config: InterventionConfig) -> dict:
+    return {"model": session.identity(), "n_texts": int(n_texts), "seed": int(seed), "config": repr(config),
+            "version": VERSION}
+
+
+def intervention_is_cached(session: ModelSession, n_texts: int, seed: int,
+                           config: InterventionConfig | None = None) -> bool:
+    """Whether :func:`run_intervention` would read its result from the disk cache (a link reopens it)."""
+    config = config or InterventionConfig.for_depth(session.adapter.n_layers)
+    return is_cached("topk-intervention", **_intervention_parts(session, n_texts, seed, config))
 
 
 def run_modality(kind: str, model: str | None, n: int, k: int, seed: int, progress: Progress = no_progress,
@@ -56,3 +67,11 @@ def run_modality(kind: str, model: str | None, n: int, k: int, seed: int, progre
 
     return run_modality_cached(kind, model, int(n), int(k), int(seed), progress, tuple(files), tuple(transcripts),
                                VERSION, None if n_tasks is None else int(n_tasks))
+
+
+def modality_cached(kind: str, model: str | None, n: int, k: int, seed: int,
+                    files: Sequence[tuple[str, bytes]] = (), transcripts: Sequence[str] = (),
+                    n_tasks: int | None = None) -> bool:
+    """Whether :func:`run_modality` with these arguments would read its result from the disk cache."""
+    return modality_is_cached(kind, model, int(n), int(k), int(seed), tuple(files), tuple(transcripts), VERSION,
+                              None if n_tasks is None else int(n_tasks))

@@ -173,7 +173,7 @@ def tiny_whisper_config(**overrides: Any):
 
 
 def tiny_vit(seed: int = 0, **overrides: Any) -> ModalModel:
-  
+
     from transformers.models.vit.image_processing_pil_vit import ViTImageProcessorPil  # needs Pillow: image input only
 
     config = tiny_vit_config(**overrides)
@@ -184,7 +184,7 @@ def tiny_vit(seed: int = 0, **overrides: Any) -> ModalModel:
 
 
 def tiny_whisper(seed: int = 0, **overrides: Any) -> ModalModel:
-  
+
 
     config = tiny_whisper_config(**overrides)
     model = _seeded(lambda: WhisperForConditionalGeneration(config), seed)
@@ -227,7 +227,7 @@ def _expect_type(source: str, kind: str) -> None:
 
 
 def load_vit(source: str) -> ModalModel:
-  
+
     from transformers.models.vit.image_processing_pil_vit import ViTImageProcessorPil  # needs Pillow: image input only
 
 
@@ -242,7 +242,7 @@ def load_vit(source: str) -> ModalModel:
 
 
 def load_whisper(source: str) -> ModalModel:
-  
+
 
 
     _expect_type(source, "whisper")

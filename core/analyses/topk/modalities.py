@@ -40,7 +40,7 @@ from core.analyses.topk.probes import (
     task_labels,
 )
 from core.analyses.topk.saturation import keep_mask, saturation_layers, slot_match_from_top_ids
-from core.cache import cached
+from core.cache import cached, is_cached
 from core.layers import layer_of_block, layers_of_block_array
 from core.progress import Progress, no_progress
 
@@ -325,6 +325,14 @@ def run_modality_cached(kind: str, model: str | None, n: int, k: int, seed: int,
                         version: str, n_tasks: int | None = None) -> dict[str, pd.DataFrame]:
     """:func:`compute_modality` in the disk cache (model identity, inputs' digest, n, k, seed, version)."""
 
+    return cached("topk-modality",
+                  lambda: compute_modality(kind, model, n, k, seed, progress, files, transcripts, n_tasks),
+                  **modality_parts(kind, model, n, k, seed, files, transcripts, version, n_tasks))
+
+
+def modality_parts(kind: str, model: str | None, n: int, k: int, seed: int, files: tuple[tuple[str, bytes], ...],
+                   transcripts: tuple[str, ...], version: str, n_tasks: int | None = None) -> dict:
+    """The disk-cache key parts of :func:`run_modality_cached` (loads the model for its identity)."""
     if kind not in ("vit", "whisper"):
         raise ValueError(f"Unknown modality {kind!r}; choose 'vit' or 'whisper'.")
     mm = load_modal(kind, (model or "").strip() or None)
@@ -333,7 +341,17 @@ def run_modality_cached(kind: str, model: str | None, n: int, k: int, seed: int,
         digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
     for text in transcripts:
         digest.update(text.encode() + b"\0")
-    return cached("topk-modality",
-                  lambda: compute_modality(kind, model, n, k, seed, progress, files, transcripts, n_tasks),
-                  model=mm.identity, kind=kind, n=n, k=k, seed=seed, inputs=digest.hexdigest(), n_tasks=n_tasks,
-                  version=version)
+    return {"model": mm.identity, "kind": kind, "n": n, "k": k, "seed": seed, "inputs": digest.hexdigest(),
+            "n_tasks": n_tasks, "version": version}
+
+
+def modality_is_cached(kind: str, model: str | None, n: int, k: int, seed: int,
+                       files: tuple[tuple[str, bytes], ...], transcripts: tuple[str, ...], version: str,
+                       n_tasks: int | None = None) -> bool:
+    """Whether :func:`run_modality_cached` would read its result from the disk cache (False when the model does
+    not load: the job then says why)."""
+    try:
+        parts = modality_parts(kind, model, n, k, seed, files, transcripts, version, n_tasks)
+    except (ValueError, OSError):
+        return False
+    return is_cached("topk-modality", **parts)

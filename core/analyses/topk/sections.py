@@ -9,11 +9,11 @@ import math
 import numpy as np
 import pandas as pd
 
-from core.analyses.sections import SectionRegistry
+from core.analyses.sections import Section, SectionRegistry
 from core.analyses.topk.collect import TextRecord, pooled_saturation, records_for, text_counts
 from core.analyses.topk.early_exit import better_lm_section, early_exit_section
 from core.analyses.topk.ordering import permutation_test, rank_order_table, strict_kendall_tau
-from core.analyses.topk.params import SECTION_VERSION, TABLES, TopkParams
+from core.analyses.topk.params import BASELINE_VERSION, SECTION_VERSION, TABLES, TopkParams
 from core.analyses.topk.probing import probing_frames, probing_section
 from core.analyses.topk.saturation import keep_mask
 from core.layers import layer_of_block, layers_of_block_array
@@ -95,7 +95,7 @@ def baseline_section(session: ModelSession, params: TopkParams, progress: Progre
         sub = _sub_progress(progress, i / 2, 1 / 2)
         records = records_for(sess, params, lambda f, m: sub(0.6 * f, m), label=f"{which}: ")
         frames = ordering_frames(records, params, which)
-        for name in ("summary", "rank_order", "permutation"):
+        for name in ("summary", "rank_order", "permutation", "tau"):
             out[name].append(frames[name])
         try:
             probe = probing_frames(sess, records, params, lambda f, m: sub(0.6 + 0.4 * f, m), per_layer=False)
@@ -113,9 +113,11 @@ def _sub_progress(progress: Progress, start: float, span: float) -> Progress:
 
 # -- the registry + cache ----------------------------------------------------------------------------------
 # Each section: (session, params, progress) -> its named frames (core.analyses.topk.params.TABLES).
-REGISTRY = SectionRegistry.declare("top-k", "topk-section", TABLES, {
-    "saturation": saturation_section, "baseline": baseline_section, "probing": probing_section,
-    "early-exit": early_exit_section, "better-lm": better_lm_section}, version=SECTION_VERSION)
+_COMPUTE = {"saturation": saturation_section, "baseline": baseline_section, "probing": probing_section,
+            "early-exit": early_exit_section, "better-lm": better_lm_section}
+REGISTRY = SectionRegistry("top-k", "topk-section", [
+    Section(name, tables, _COMPUTE[name], BASELINE_VERSION if name == "baseline" else SECTION_VERSION)
+    for name, tables in TABLES.items()])  # the baseline alone gained a table: the others keep their stored runs
 
 
 def compute_section(session: ModelSession, section: str, params: TopkParams,
@@ -129,4 +131,13 @@ def run_section(session: ModelSession, section: str, params: TopkParams,
     """:func:`compute_section`, stored in the disk cache (model identity, section, every parameter, version)."""
     REGISTRY.get(section)  # an unknown section fails before the parameters are checked
     params.check()
-    return REGISTRY.run(section, {"model": session.identity(), "params": params.__dict__}, session, params, progress)
+    return REGISTRY.run(section, _cache_key(session, params), session, params, progress)
+
+
+def _cache_key(session: ModelSession, params: TopkParams) -> dict:
+    return {"model": session.identity(), "params": params.__dict__}
+
+
+def section_is_cached(session: ModelSession, section: str, params: TopkParams) -> bool:
+    """Whether :func:`run_section` would read this section from the disk cache (a link reopens it, no Run click)."""
+    return REGISTRY.is_cached(section, _cache_key(session, params))

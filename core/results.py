@@ -1,0 +1,105 @@
+"""RESULTS.md: each claim of the five papers judged on one model at a preset (``python -m core results``).
+
+Every analysis module named in :data:`PAPERS` has ``claims(session, preset, progress) -> list[dict]`` returning
+verdict rows (:func:`core.analyses.uncertainty.verdict_row`); they run through the same disk cache the pages read,
+so a second run, or a page opened with the same preset, reuses the work.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import os
+import platform
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+from core.progress import Progress, no_progress
+
+if TYPE_CHECKING:
+    from core.model.session import ModelSession
+
+# page -> (paper, module with claims(), the page's path in the app)
+PAPERS: dict[str, tuple[str, str, str]] = {
+    "extraction": ("Patchscopes (Ghandeharioun et al. 2024) and logitscope: next-token extraction",
+                   "core.analyses.extraction", "Extraction"),
+    "depth": ("Gupta et al. 2025, How Do LLMs Use Their Depth?", "core.analyses.depth.results", "Depth"),
+    "topk": ("Lioubashevski et al. 2025, Looking Beyond the Top-1", "core.analyses.topk.results", "Top-k order"),
+    "topics": ("Lim & Lauw 2023, Superposed topic models", "core.analyses.topics.results", "Neuron topics"),
+    "attention_mlp": ("Neo, Cohen & Barez 2024, Interpreting Context Look-ups", "core.analyses.attention_mlp.results",
+                      "Attention → MLP"),
+}
+PRESETS = ("paper", "quick")
+
+
+def collect(session: "ModelSession", preset: str = "paper", pages: Sequence[str] = tuple(PAPERS),
+            progress: Progress = no_progress) -> tuple[list[dict], dict[str, float]]:
+    """(rows, seconds per page): every page's verdict rows, each with its ``page`` and ``paper``."""
+    rows, seconds = [], {}
+    for i, page in enumerate(pages):
+        paper, module, _ = PAPERS[page]
+        claims = importlib.import_module(module).claims
+        start = time.perf_counter()
+        part = claims(session, preset, lambda f, m, i=i: progress((i + f) / len(pages), f"{page}: {m}"))
+        seconds[page] = time.perf_counter() - start
+        rows += [{"page": page, "paper": paper, **row} for row in part]
+    return rows, seconds
+
+
+def _number(x: float) -> str:
+    if x is None or not math.isfinite(x):
+        return "–"
+    return f"{x:.3g}" if abs(x) < 1000 else f"{x:,.0f}"
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown(rows: list[dict], model: str, preset: str, seconds: dict[str, float]) -> str:
+    """The RESULTS.md text: how it was made, then one table (one row per claim)."""
+    counts = {w: sum(r["verdict"] == w for r in rows if r.get("kind") != "check")
+              for w in ("holds", "does not hold", "cannot tell at this n", "cannot tell yet")}
+    lines = [
+        "# Results: the five papers' claims on the bundled model",
+        "",
+        f"Made by `python -m core results --preset {preset}` on {date.today().isoformat()} "
+        f"({platform.machine()}, {os.cpu_count()} cores), model `{model}`. Each row comes from the same functions "
+        "and disk cache as the app's pages, so opening a page with its **Paper settings** preset shows the same "
+        "numbers. Compute time this run (seconds; cached parts count ~0): "
+        + ", ".join(f"{page} {s:.0f}" for page, s in seconds.items()) + ".",
+        "",
+        "How to read a row: **value** is the estimate and **95 % CI** its interval (Wilson for a proportion, "
+        "percentile bootstrap for a mean or a difference), over **n** independent examples. A claim *holds* when "
+        "the whole interval lies on the claim's side of its threshold, *does not hold* when it lies wholly on the "
+        "other side, and is *cannot tell at this n* when the interval straddles it. A *check* is true by "
+        "construction (a test of the code, not a finding). Layers: 0 = the embeddings, l = after block l.",
+        "",
+        "Findings: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v) + ".",
+        "",
+        "| paper | claim | kind | value | 95 % CI | n | verdict | evidence |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        ci = "–" if not (math.isfinite(r["low"]) and math.isfinite(r["high"])) else \
+            f"{_number(r['low'])} to {_number(r['high'])}"
+        lines.append("| " + " | ".join(_cell(c) for c in (
+            PAPERS[r["page"]][2], r["claim"], r.get("kind", "finding"), _number(r["estimate"]), ci, r["n"],
+            r["verdict"], r["evidence"])) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename: a crash leaves the old file or the new."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,45 @@
+"""RESULTS.md: the table is made from verdict rows as printed, and is written atomically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from core.analyses.uncertainty import plain_row, proportion_verdict, verdict_row
+from core.results import PAPERS, markdown, write_atomic
+
+
+def _rows() -> list[dict]:
+    holds = verdict_row(proportion_verdict("most picks flip", 90, 100, threshold=0.5))
+    unclear = verdict_row(proportion_verdict("a coin is biased", 6, 10, threshold=0.5))
+    check = verdict_row(proportion_verdict("last layer = the model", 10, 10, threshold=0.999, kind="check"))
+    missing = plain_row("a method needing training", None, "not run: train it first")
+    return [{"page": "depth", **holds}, {"page": "topk", **unclear}, {"page": "extraction", **check},
+            {"page": "extraction", **missing}]
+
+
+def test_markdown_is_one_table_with_each_claims_numbers() -> None:
+    text = markdown(_rows(), "bundled", "paper", {"depth": 12.0})
+    table = [line for line in text.splitlines() if line.startswith("| ")]
+    assert len(table) == 1 + 4  # header + one row per claim
+    flips = next(line for line in table if "most picks flip" in line)
+    assert "| 0.9 | 0.826 to 0.945 | 100 | holds |" in flips  # Wilson interval of 90/100
+    coin = next(line for line in table if "biased" in line)
+    assert "| 10 | cannot tell at this n |" in coin
+    assert "| – | – | 0 | cannot tell yet | not run" in next(line for line in table if "training" in line)
+    assert "Findings: holds 1, cannot tell at this n 1, cannot tell yet 1." in text  # the check is not a finding
+    assert "`python -m core results --preset paper`" in text and PAPERS["depth"][2] in flips
+
+
+def test_write_atomic_leaves_the_old_file_when_writing_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "RESULTS.md"
+    write_atomic(target, "old\n")
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("core.results.os.replace", broken)
+    with pytest.raises(OSError):
+        write_atomic(target, "new\n")
+    assert target.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == ["RESULTS.md"]
