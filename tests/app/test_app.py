@@ -16,6 +16,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 from streamlit.testing.v1 import AppTest
+from text_scan import assert_clean_text
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -99,6 +100,7 @@ def test_every_page_default_input(page: Path) -> None:
     assert at.title, "the page has no title"
     assert at.query_params.get("model") == "bundled"
     assert at.query_params.get("prompt") == DEFAULT_PROMPT
+    assert_clean_text(at)  # no nan, "..", float counts or stray markdown in what the page shows
 
 
 # --- home page ---------------------------------------------------------------------------------------------
@@ -161,6 +163,7 @@ def test_lens_query_params_preset(lens_preset: AppTest) -> None:
         assert at.query_params[name] == value, name
     heatmap_spec, _ = charts(at)[0]
     assert heatmap_spec["layer"][0]["encoding"]["color"]["field"] == "entropy"
+    assert_clean_text(at)
 
 
 def test_lens_change_colour_metric(lens_preset: AppTest) -> None:
@@ -207,6 +210,7 @@ def test_lens_what_if() -> None:
     assert set(last[last.layer == last.layer.max()].top1_b_shown) == {show_token(" Berlin")}
     assert at.query_params["whatif"] == "1"
     assert at.query_params["prompt_b"] == "The capital of Germany is"
+    assert_clean_text(at)
 
 
 def test_lens_what_if_toggle_on_and_off() -> None:
