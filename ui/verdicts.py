@@ -33,3 +33,9 @@ def show_verdicts(rows: Iterable[dict], name: str, *, note: str = "") -> None:
         frame = pd.DataFrame(rows)
         st.dataframe(frame, hide_index=True, width="stretch")
         table_downloads(frame, f"{name}_verdicts", key=f"dl_{name}_verdicts")
+
+
+def method_differences(paper: str, items: Iterable[str]) -> None:
+    """An expander listing every way this page's method differs from the paper's code, each with why."""
+    with st.expander(f"How this page differs from {paper}", expanded=False):
+        st.markdown("\n".join(f"- {item}" for item in items))

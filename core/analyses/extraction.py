@@ -120,6 +120,20 @@ def qualitative_checks(rows: pd.DataFrame) -> list[dict]:
         out.append(Verdict(f"logit-lens precision@1 rises with depth (last third minus first third, layers "
                            f"{last - third}–{last - 1} vs 1–{third})", mean, low, high,
                            int((late - early).notna().sum())))
+    later = rows.layer.between(third, last - 1)
+    if {"identity", "logit"} <= set(rows.method) and last > 2:
+        # Patchscopes' crossover: the token-identity patchscope reads the prediction better than the logit lens
+        # from the middle of the network on (GPT-J: from layer 10 of 28)
+        diff = (_per_text(rows, "identity", later) - _per_text(rows, "logit", later)).dropna()
+        mean, low, high = bootstrap_mean(diff)
+        out.append(Verdict(f"the token-identity patchscope beats the logit lens from a third of the depth on "
+                           f"(precision@1 difference, layers {third}–{last - 1})", mean, low, high, int(diff.size)))
+    if {"affine", "logit"} <= set(rows.method) and last > 2:
+        early = rows.layer.between(0, third)  # Patchscopes Fig. 2: the affine map leads in the early layers
+        diff = (_per_text(rows, "affine", early) - _per_text(rows, "logit", early)).dropna()
+        mean, low, high = bootstrap_mean(diff)
+        out.append(Verdict(f"the affine lens beats the logit lens in early layers (precision@1 difference, layers "
+                           f"0–{third})", mean, low, high, int(diff.size)))
     for name, label in QUESTION_VARIANTS.items():
         if {name, "identity"} <= set(rows.method):
             early_layers = rows.layer <= third

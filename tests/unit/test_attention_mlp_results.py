@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from core.analyses.attention_mlp.params import PRESETS, preset_blocks
+from core.analyses.attention_mlp.params import PRESETS, preset_block_list, preset_blocks
 from core.analyses.attention_mlp.pipeline import preset_config
 from core.analyses.attention_mlp.results import claims
 
 
 def test_paper_blocks_scale_three_of_twelve() -> None:
     assert preset_blocks(12, 3) == [10, 11, 12]  # GPT-2 small's 0-based layers 9-11
-    assert preset_blocks(30, 3) == list(range(23, 31)) and preset_blocks(2, 1) == [2]
+    assert preset_blocks(30, 3) == list(range(23, 31)) and preset_block_list(PRESETS["quick"], 30) == [30]
     config = preset_config("paper", 12)
     assert (config.per_layer, config.scan.top, config.scan.keep, config.scan.max_tokens) == (20, 20, 0.8, 100)
     assert set(PRESETS) == {"quick", "paper"}

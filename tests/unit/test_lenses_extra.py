@@ -190,7 +190,9 @@ def test_qualitative_checks_on_constructed_numbers() -> None:
              "question": lambda layer: 1.0 if layer == 6 else 0.6,
              "question_bare": lambda layer: 1.0 if layer == 6 else 0.1}
     checks = {_key(c["claim"]): c for c in qualitative_checks(_rows(200, clear))}
-    assert len(checks) == 4
+    assert len(checks) == 5
+    crossover = [c for k, c in checks.items() if "beats the logit lens from" in k][0]
+    assert crossover["verdict"] == "does not hold" and crossover["high"] < 0  # identity 0.1 < logit 0.33-0.83
     check = checks["every method reaches precision@1 = 1.0 at the last layer"]
     assert check["kind"] == "check" and check["holds"] is True
     rises = checks["logit-lens precision@1 rises with depth"]
@@ -205,12 +207,26 @@ def test_qualitative_checks_on_constructed_numbers() -> None:
     reversed_ = dict(clear, question=lambda layer: 1.0 if layer == 6 else 0.0, identity=lambda layer: 0.9)
     checks = {_key(c["claim"]): c for c in qualitative_checks(_rows(200, reversed_))}
     assert [c for k, c in checks.items() if "sink" in k][0]["verdict"] == "does not hold"
+    assert [c for k, c in checks.items() if "beats the logit lens from" in k][0]["verdict"] == "holds"
     assert checks["every method reaches precision@1 = 1.0 at the last layer"]["holds"] is False
     # 4 texts: "?" right early where identity is wrong on two, the reverse on the other two -> the interval straddles 0
     mixed = [{"text": t, "layer": layer, "method": m, "correct": layer == 6 or (m == "question") == (t % 2 == 0)}
              for t in range(4) for layer in range(7) for m in ("question", "identity")]
     [check] = [c for c in qualitative_checks(pd.DataFrame(mixed)) if "sink" in c["claim"]]
     assert check["n"] == 4 and check["estimate"] == 0.0 and check["verdict"] == "cannot tell at this n"
+
+
+def test_affine_lens_verdict_on_constructed_numbers() -> None:
+    """Patchscopes' early-layer lead of the affine map over the logit lens: holds / does not hold / cannot tell."""
+    def affine_claim(affine: Callable[[int], float], n: int) -> dict:
+        rows = _rows(n, {"logit": lambda layer: 1.0 if layer == 6 else 0.3, "affine": affine})
+        [claim] = [c for c in qualitative_checks(rows) if c["claim"].startswith("the affine lens")]
+        return claim
+
+    assert affine_claim(lambda layer: 1.0 if layer == 6 else 0.8, 200)["verdict"] == "holds"
+    assert affine_claim(lambda layer: 1.0 if layer == 6 else 0.0, 200)["verdict"] == "does not hold"
+    unclear = affine_claim(lambda layer: 1.0 if layer == 6 else 0.3, 6)
+    assert unclear["verdict"] == "cannot tell at this n" and unclear["low"] < 0 < unclear["high"], unclear
 
 
 def test_lens_stats_accepts_every_lens(make_session) -> None:

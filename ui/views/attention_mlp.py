@@ -26,7 +26,7 @@ from core.analyses.attention_mlp.params import (
     PRESETS,
     TRIM_KEEP,
     TRIM_METHODS,
-    preset_blocks,
+    preset_block_list,
 )
 from core.analyses.attention_mlp.pipeline import (
     MIN_PROMPTS,
@@ -156,7 +156,7 @@ def preset_values(n_layers: int) -> dict[str, dict]:
     """:data:`PRESETS` as the page's URL names and widget values (blocks scaled to this model's depth)."""
     out = {}
     for name, p in PRESETS.items():
-        out[name] = {"amlp_blocks": ",".join(str(b) for b in preset_blocks(n_layers, p["blocks_of_12"])),
+        out[name] = {"amlp_blocks": ",".join(str(b) for b in preset_block_list(p, n_layers)),
                      "amlp_per_layer": p["per_layer"], "amlp_corpus": DEFAULT_CORPUS, "amlp_n_texts": p["n_texts"],
                      "amlp_window": p["window"], "amlp_top": p["top"], "amlp_keep": p["keep"],
                      "amlp_max_tokens": p["max_tokens"], "amlp_trim": p["trim"], "amlp_control": p["control"],
@@ -440,7 +440,8 @@ BUNDLED_REFERENCE = (
     "neurons such as block 28 neuron 1263 ' right' (congruence 23.3), block 28 neuron 876 ' too' (18.9), "
     "block 28 neuron 831 ' order' (18.2), block 27 neuron 1360 ' well' (16.9), block 30 neuron 1135 ' her' "
     "(14.0). All 12 neurons have at least one context-dependent head under both rules (on average 3.2 heads per "
-    "neuron with the top-3 rule, 7 with the mean + 2σ rule). Ablation, active vs inactive prompt-head pairs: top-3 KS D = 0.165, "
+    "neuron with the top-3 rule, 7 with the mean + 2σ rule). Ablation, active vs inactive prompt-head pairs: "
+    "top-3 KS D = 0.165, "
     "p = 9.9e-8 (385 vs 1435; mean drop 1.6e-3 vs 5.5e-4); mean + 2σ D = 0.123, p = 2.9e-6 (739 vs 1081). "
     "Random-neuron control (one per block, same texts): 4 of 4 neurons also have context-dependent heads, but "
     "ablation does not separate active from inactive: top-3 D = 0.059, p = 0.81; mean + 2σ D = 0.038, p = 0.95."

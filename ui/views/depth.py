@@ -17,6 +17,7 @@ from ui.charts.depth import FIGURES
 from ui.downloads import show_chart, tables_expander
 from ui.presets import preset_buttons
 from ui.state import bound
+from ui.verdicts import method_differences
 from ui.verdicts import show_verdicts as verdict_lines
 from ui.views import lens_training
 
@@ -25,6 +26,26 @@ URL_KEYS = ["depth_lens", "depth_seed"] + [f"depth_n_{s}" for s in ("pos", "fact
 SECTIONS = {"pos": "Parts of speech", "facts": "Multi-token facts", "options": "Option-constrained tasks",
             "frequency": "Frequency buckets and decision flips"}
 DEFAULT_N = PRESETS["quick"]  # the quick-look sizes
+DIFFERENCES = [
+    "**Layers.** Layer l is the residual after block l, so the paper's 0-based block index ℓ0 is l = ℓ0 + 1 here, "
+    "and ℓ\\*(k) can also be 0: the embeddings are read too. The flip claim's \"first layer\" is layer 1 here.",
+    "**Lens.** The logit lens by default. The paper's frequency and flip figures use a tuned lens from the "
+    "tuned-lens package; none is published for most models, so pick \"Tuned lens\" after training one here.",
+    "**Parts of speech.** The bundled English Wikipedia sample and the spaCy pipeline en_core_web_sm (as the paper; "
+    "the package here is its offline build) instead of Wikipedia 20220301.en. Prompts are built as in the paper "
+    "(spaCy tokens joined by spaces, at least 17 characters, kept only when the greedy token is the answer's first "
+    "sub-token). n counts kept examples per tag; the paper drew 10,000 or 20,000 candidates per tag.",
+    "**Facts.** Cloze prompts from the bundled relation lists (word2vec's questions-words: capitals, currencies, "
+    "cities in states, nationalities), one demonstration each, instead of MQuAKE-CF-3k single hops. Teacher forcing "
+    "is the paper's.",
+    "**Options.** A 4-shot sentiment task on the bundled movie-review sentences (options negative/positive) and a "
+    "2-shot capital-city multiple choice (A-D), instead of the paper's MMLU, SST, MRPC and NLI prompt files. The "
+    "option token is the last token of \" \" + option, as in the paper. \"Identified\" and \"decided\" are "
+    "RESEARCH.md's reconstruction of the paper's wording.",
+    "**Frequency buckets.** Counted with this model's tokenizer over the bundled Wikipedia sample (the paper's "
+    "counting corpus is not public); the prefixes are cut at a random word as in the paper.",
+    "**Sample sizes.** See the presets; the paper used thousands of examples per group.",
+]
 N_HELP = {"pos": "kept examples per tag", "facts": "prompts in all (shared by the relations)",
           "options": "examples per task", "frequency": "random Wikipedia prefixes"}
 
@@ -63,6 +84,7 @@ def section_tabs(spec_key: str, lens_name: str, seed: int) -> None:
                 show_section(section, frames)
     with tabs[-1]:
         show_verdicts(results)
+        method_differences("Gupta et al.", DIFFERENCES)
 
 
 def _key(spec_key: str, lens_name: str, section: str, n: int, seed: int) -> str:

@@ -21,7 +21,7 @@ from ui.downloads import show_chart, table_downloads
 from ui.job_panel import job_panel
 from ui.presets import preset_buttons
 from ui.state import bound, set_value, url_list
-from ui.verdicts import show_verdicts
+from ui.verdicts import method_differences, show_verdicts
 from ui.views import lens_training
 
 URL_KEYS = ["corpus", "n", "seed", "methods"]  # besides the model and prompt every page keeps
@@ -31,6 +31,25 @@ METRICS = {
     "surprisal_original": "surprisal of the lens's guess under the model, −log p_model(ŷ) (Patchscopes), nats",
 }
 UPLOAD = "upload a file…"
+DIFFERENCES = [
+    "**Text.** The bundled English Wikipedia sample (gensim test data; the tenth used to train the learned lenses "
+    "is left out) instead of the Pile, which cannot be downloaded here. The length filter is Patchscopes' (fewer "
+    "than 250 words and 2,000 characters); logitscope kept < 200 words and < 1,600 characters of its first 2,000 "
+    "documents (698 prompts).",
+    "**Layers.** Layer l is the residual after block l, so the papers' 0-based block-output index ℓ0 is l = ℓ0 + 1 "
+    "here; the embeddings (layer 0) are read as well, which neither paper does.",
+    "**Position.** One random position per text, never the BOS position when the tokenizer adds one (Patchscopes' "
+    "start_pos = 1); logitscope could also pick its BOS position.",
+    "**'?' patchscope.** A sink token (BOS, else EOS) then '?', as logitscope's TransformerLens run really "
+    "was; the bare '?' of its code, without the sink, is the separate method 'question_bare'.",
+    "**Affine lens** (the Patchscopes paper's 'tuned lens'). The same least-squares map to the last layer's "
+    "post-norm hidden state, fitted on every token of the held-out tenth of the corpus instead of 10,000 "
+    "one-position Pile examples. The method called **tuned** here is a Belrose-style tuned lens (trained here: "
+    "no pretrained one exists for most models), a different baseline.",
+    "**Precision.** Weights in float32 on CPU (the papers ran 12-13B models in float16).",
+    "**Verdicts.** 'Early' means layers 0 to L/3 and 'later' L/3 to L−1: the papers name GPT-J's layer 10 of "
+    "28 for the crossover; the claims are judged per text with a bootstrap interval, which the papers do not report.",
+]
 
 
 @dataclass(frozen=True)
@@ -125,6 +144,7 @@ def show_result(rows: pd.DataFrame) -> None:
     summary = summarise(rows)
     st.subheader(f"{rows.text.nunique()} texts, {summary.layer.nunique()} layers, {summary.method.nunique()} methods")
     verdicts(rows)
+    method_differences("Patchscopes and logitscope", DIFFERENCES)
     st.caption("Methods: " + "; ".join(f"**{m}** = {cached.LENS_NAMES[m]}" for m in sorted(summary.method.unique())))
     for metric, description in METRICS.items():
         st.markdown(f"**{description}**")

@@ -121,6 +121,9 @@ def controls() -> TopkParams:
     n_eval = number(c[5], "topk_eval", d.n_eval, "Early-exit texts", 1, 2000,
                     "Evaluation texts, disjoint from the probe's training texts.")
     n_perm = number(c[6], "topk_perm", d.n_perm, "Permutations", 10, 100_000)
+    # the per-position view draws its controls only once the saturation section ran: keep their URL values meanwhile
+    url_value("topk_view_text", 0, int)
+    url_value("topk_view_pos", None, int)
     return TopkParams(n=n, k=k, seed=seed, max_tokens=max_tokens, n_tasks=min(tasks, k), n_eval=n_eval,
                       n_perm=n_perm)
 

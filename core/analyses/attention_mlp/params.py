@@ -56,7 +56,8 @@ CONTEXT_BAND = (0.25, 0.75)  # §5a.5: a head active in 25-75 % of a neuron's pr
 
 # -- presets: "quick" (about a minute on 2 CPU cores) and "paper" (RESEARCH.md §5a, or what the bundled data allows)
 # Parameter names: per_layer, n_texts, window, top, keep, max_tokens, trim, blocks_of_12 (how many of a 12-block
-# model's last blocks; scaled to the model's depth by preset_blocks), control, include_own.
+# model's last blocks; scaled to the model's depth by preset_blocks) or last_blocks (a fixed count), control,
+# include_own.
 PRESETS: dict[str, dict] = {
     "quick": {
         "per_layer": 1,  # one neuron per block: enough to see the page work
@@ -66,7 +67,7 @@ PRESETS: dict[str, dict] = {
         "keep": TRIM_KEEP,
         "max_tokens": MAX_TRIMMED_TOKENS,
         "trim": "binary",
-        "blocks_of_12": 1,  # the last block only
+        "last_blocks": 1,  # the last block only, whatever the depth
         "control": False,
         "include_own": False,
     },
@@ -93,3 +94,10 @@ def preset_blocks(n_layers: int, blocks_of_12: int) -> list[int]:
         raise ValueError("The model needs at least one block.")
     k = min(n_layers, max(1, int(blocks_of_12 * n_layers / 12 + 0.5)))
     return list(range(n_layers - k + 1, n_layers + 1))
+
+
+def preset_block_list(preset: dict, n_layers: int) -> list[int]:
+    """The 1-based blocks of a preset: its ``last_blocks`` (a fixed count), or ``blocks_of_12`` scaled to the depth."""
+    if "last_blocks" in preset:
+        return list(range(max(1, n_layers - preset["last_blocks"] + 1), n_layers + 1))
+    return preset_blocks(n_layers, preset["blocks_of_12"])

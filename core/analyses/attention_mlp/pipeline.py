@@ -26,7 +26,7 @@ from core.analyses.attention_mlp.params import (  # torch-free settings (the CLI
     DEFAULT_SEED,
     PRESETS,
     HeadParams,
-    preset_blocks,
+    preset_block_list,
 )
 from core.analyses.attention_mlp.prompts import (
     DEFAULT_REJECT,
@@ -223,7 +223,7 @@ def preset_config(preset: str, n_layers: int) -> RunConfig:
         raise ValueError(f"Unknown preset {preset!r}; choose from {', '.join(PRESETS)}.")
     p = PRESETS[preset]
     scan = ScanParams(window=p["window"], top=p["top"], keep=p["keep"], max_tokens=p["max_tokens"], trim=p["trim"])
-    return RunConfig(blocks=preset_blocks(n_layers, p["blocks_of_12"]), per_layer=p["per_layer"],
+    return RunConfig(blocks=preset_block_list(p, n_layers), per_layer=p["per_layer"],
                      n_texts=p["n_texts"], control=p["control"], scan=scan,
                      heads=HeadParams(include_own=p["include_own"]))
 

@@ -21,7 +21,8 @@ def _judged(v: Verdict, evidence: str) -> dict:
 
 
 def _first_hits(rows: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """l*(1) per example (and ``keys``): the earliest layer from which the target stays at rank 1."""
+    """l*(1) per example (and ``keys``): the first layer where the target is at rank 1 (the paper's first hit; it
+    need not stay there)."""
     records = [(*key, earliest_layer(f.sort_values("layer")["rank"].to_numpy(), 1))
                for key, f in rows.groupby(keys + ["example"])]
     return pd.DataFrame(records, columns=keys + ["example", "hit"])
