@@ -39,8 +39,12 @@ SYMLOG_TICKS = (0, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 
 def symlog_ticks(values) -> list[float]:
     """Tick values for a symlog axis over ``values``: 0, 0.1, 0.2, 0.5, 1, 2, 5, ... up to the first tick above the
-    largest value (Vega's own symlog ticks fall only at a few round numbers and flatten a 0-10 range)."""
-    top = max([float(v) for v in values if v == v] + [0.0])
-    ticks = [t for t in SYMLOG_TICKS if t <= top]
+    largest value (Vega's own symlog ticks fall only at a few round numbers and flatten a 0-10 range). Ticks below
+    half the smallest positive value are left out (0 stays), so they do not crowd the bottom and get hidden."""
+    finite = [float(v) for v in values if v == v]
+    top = max(finite + [0.0])
+    positive = [v for v in finite if v > 0]
+    floor = min(positive) / 2 if positive else 0.0
+    ticks = [t for t in SYMLOG_TICKS if t <= top and (t == 0 or t >= floor)]
     above = [t for t in SYMLOG_TICKS if t > top]
     return ticks + above[:1]

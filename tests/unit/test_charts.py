@@ -141,9 +141,11 @@ def test_kl_chart_labels_the_embeddings() -> None:
 def test_symlog_axes_tick_where_the_data_is() -> None:
     from ui.format import symlog_ticks
 
-    assert symlog_ticks([0.0, 3.2, 9.7]) == [0, 0.1, 0.2, 0.5, 1, 2, 5, 10]  # a 0-10 nats range keeps its ticks
+    assert symlog_ticks([0.0, 3.2, 9.7]) == [0, 2, 5, 10]  # a 0-10 nats range keeps its ticks, none crowding 0
+    assert symlog_ticks([0.05, 8.0]) == [0, 0.1, 0.2, 0.5, 1, 2, 5, 10]  # small values keep the small ticks
+    assert symlog_ticks([1.2, 25.0]) == [0, 1, 2, 5, 10, 20, 50]
     assert symlog_ticks([0.05]) == [0, 0.1]
     assert symlog_ticks([float("nan"), 40.0])[-1] == 50
     frame = lens_frame()
     spec = lens.layer_profile(frame, 1).to_dict()
-    assert spec["encoding"]["y"]["axis"]["values"][:3] == [0, 0.1, 0.2]
+    assert spec["encoding"]["y"]["axis"]["values"][:3] == [0, 0.5, 1]  # the profile's values start near 1

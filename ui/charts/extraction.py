@@ -19,7 +19,7 @@ def metric_chart(summary: pd.DataFrame, metric: str) -> alt.Chart:
     present = list(summary.method.unique())
     methods = [m for m in METHOD_ORDER if m in present] + sorted(m for m in present if m not in METHOD_ORDER)
     scale = alt.Scale(domain=[0, 1]) if metric == "precision_at_1" else alt.Scale(type="symlog")
-    return alt.Chart(summary).mark_line(point=True).encode(
+    return alt.Chart(summary).mark_line(strokeWidth=2).encode(
         x=alt.X("layer:Q", title="source layer (0 = embeddings)"),
         y=alt.Y(f"{metric}:Q", scale=scale,
                 title="precision@1" if metric == "precision_at_1" else f"{metric.replace('_', ' ')} (nats, symlog)",

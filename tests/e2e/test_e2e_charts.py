@@ -1,0 +1,99 @@
+"""End to end: every analysis page with results, every tab, in headless Chromium, screenshotted for review.
+
+Each analysis page is opened with its "Quick look" preset; in every tab the test presses the Run button(s) it
+finds, waits for the job, and checks that the tab shows no exception or error alert and that no chart is wider
+than its container (no facets running off the right edge). A full-page screenshot of each tab goes to
+tests/artifacts/charts[/w<width>]/ (git-ignored) for a human to look at every chart (issue 15: "look at every chart
+in the browser test's screenshots").
+
+Without /usr/bin/chromium the test is skipped, except under CI (CI=true), where it fails instead.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+
+import pytest
+from test_e2e import (PAGE_RUN_MS, ROOT, VIEWPORT, assert_no_errors, browser, page, server,  # noqa: F401 (fixtures)
+                      wait_until_ran)
+
+WIDTH = os.environ.get("LAYERSCOPE_E2E_WIDTH", "")
+ARTIFACTS = ROOT / "tests" / "artifacts" / "charts" / (f"w{WIDTH}" if WIDTH else "")
+JOB_S = 420  # one tab's jobs at the quick-look sizes, on 2 shared cores
+pytestmark = pytest.mark.e2e
+
+PAGES = ["Extraction", "Depth", "Top-k_order", "Neuron_topics", "Attention_MLP"]
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")[:40]
+
+
+def _visible_panel(tab):
+    """The tab panel shown now (Streamlit keeps the others in the DOM, hidden), else the main area."""
+    panels = tab.locator('[data-testid="stMain"] [role="tabpanel"]:visible')
+    return panels.last if panels.count() else tab.locator('[data-testid="stMain"]')
+
+
+def _run_jobs(tab) -> None:
+    """Press each visible Run button of the shown panel once, then wait until no job shows progress."""
+    pressed: set[str] = set()
+    deadline = time.monotonic() + JOB_S
+    while time.monotonic() < deadline:
+        buttons = [b for b in _visible_panel(tab).locator("button:visible").all()
+                   if b.inner_text().strip().startswith("Run") and b.inner_text().strip() not in pressed]
+        if buttons:
+            label = buttons[0].inner_text().strip()
+            pressed.add(label)
+            buttons[0].click()
+            tab.wait_for_timeout(1500)
+            continue
+        if tab.locator('[data-testid="stMain"] [data-testid="stProgress"]:visible').count() == 0:
+            wait_until_ran(tab)
+            if tab.locator('[data-testid="stMain"] [data-testid="stProgress"]:visible').count() == 0:
+                return
+        tab.wait_for_timeout(2000)
+    pytest.fail(f"jobs still running after {JOB_S} s (pressed {sorted(pressed)})")
+
+
+def _overflowing_charts(tab) -> list[str]:
+    """Charts in the shown panel whose drawing is wider than their container (scrolls sideways)."""
+    return tab.evaluate(
+        """() => [...document.querySelectorAll('[data-testid="stVegaLiteChart"]')]
+              .filter(el => el.offsetParent !== null)
+              .filter(el => { const c = el.querySelector('canvas, svg');
+                              return c && c.getBoundingClientRect().right > el.getBoundingClientRect().right + 2
+                                     || el.scrollWidth > el.clientWidth + 2; })
+              .map(el => (el.getAttribute('aria-label') || el.innerText || 'chart').slice(0, 60))""")
+
+
+@pytest.mark.parametrize("url_path", PAGES)
+def test_every_tab_with_results(server: str, page, url_path: str) -> None:  # noqa: F811 (fixtures)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.goto(f"{server}/{url_path}", timeout=PAGE_RUN_MS)
+    wait_until_ran(page)
+    quick = page.get_by_role("button", name="Quick look")
+    if quick.count():
+        quick.first.click()
+        page.wait_for_timeout(1000)
+        wait_until_ran(page)
+    tabs = page.locator('[data-testid="stMain"] [role="tab"]')
+    names = [t.inner_text().strip() for t in tabs.all()] or [""]
+    problems: dict[str, list[str]] = {}
+    for i, name in enumerate(names):
+        if name:
+            page.locator('[data-testid="stMain"] [role="tab"]').nth(i).click()
+            page.wait_for_timeout(800)
+        _run_jobs(page)
+        assert_no_errors(page)
+        overflow = _overflowing_charts(page)
+        if overflow:
+            problems[name] = overflow
+        height = page.evaluate("() => document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
+        page.set_viewport_size({"width": VIEWPORT["width"], "height": min(int(height) + 40, 12_000)})
+        page.wait_for_timeout(600)
+        page.screenshot(path=str(ARTIFACTS / f"{url_path}_{i}_{_slug(name) or 'page'}.png"), full_page=True)
+        page.set_viewport_size(VIEWPORT)
+    assert not problems, f"charts wider than their container: {problems}"
