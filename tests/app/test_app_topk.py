@@ -33,7 +33,9 @@ def test_every_section_runs_and_draws_and_the_url_round_trips() -> None:
     assert not _errors(at), _errors(at)
     assert at.number_input(key="w_topk_n").value == 5 and at.number_input(key="w_topk_k").value == 4
     for section in SECTIONS:
-        at.button(key=f"run_topk_{section}").click().run()
+        run = [b for b in at.button if b.key == f"run_topk_{section}"]
+        if run:  # no button when the disk cache holds this section already: it then shows by itself
+            run[0].click().run()
 
     def finished() -> int:
         return sum(e.label == "Tables" for e in at.expander)

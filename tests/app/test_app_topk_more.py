@@ -45,7 +45,9 @@ def test_modalities_tab_runs_the_tiny_demo_and_says_so(kind: str) -> None:
     at.radio(key="w_topk_mod_kind").set_value(kind).run()
     at.number_input(key="w_topk_mod_n").set_value(6 if kind == "whisper" else 40).run()
     at.number_input(key="w_topk_mod_k").set_value(3).run()
-    at.button(key=f"run_topk_{kind}").click().run()
+    run = [b for b in at.button if b.key == f"run_topk_{kind}"]
+    if run:  # no button when the disk cache holds this run already: it then shows by itself
+        run[0].click().run()
     _wait_for_tables(at, 240)
     assert not _errors(at), _errors(at)
     assert any("untrained weights" in w.value for w in at.warning)
@@ -87,7 +89,9 @@ def test_intervention_tab_runs_on_the_bundled_model() -> None:
     at.number_input(key="w_topk_int_n").set_value(1).run()
     at.number_input(key="w_topk_int_pairs").set_value(2).run()
     assert at.number_input(key="w_topk_int_gap").value == 6  # 10 of 48 layers scaled to 30
-    at.button(key="run_topk_intervention").click().run()
+    run = [b for b in at.button if b.key == "run_topk_intervention"]
+    if run:  # no button when the disk cache holds this run already: it then shows by itself
+        run[0].click().run()
     _wait_for_tables(at, 300)
     assert not _errors(at), _errors(at)
     captions = " ".join(c.value for c in at.caption)

@@ -34,30 +34,33 @@ def attribution_heatmap(attr: pd.DataFrame, rule: str) -> alt.LayerChart:
     """[prompt x head] attributions -> prompts (y) x heads (x: grouped by block, the block's heads side by side),
     colour = direct attribution; a black dot marks a head active on that prompt under ``rule``."""
     n_heads = int(attr["head"].nunique())
-    n_blocks = int(attr["head_block"].nunique())
     fmt = number_format(attr["attr"])
     cols = ["prompt", "head_block", "head", "head_label", "attr", f"active_{rule}", f"share_{rule}"]
+    order = (attr[["head_block", "head", "head_label"]].drop_duplicates().sort_values(["head_block", "head"])
+             .head_label.tolist())
+    firsts = [label for label in order if label.endswith("H0")]  # one axis label per block: its first head
     base = alt.Chart(_inline(attr, cols)).encode(
-        x=alt.X("head_block:O", title=f"block of the head (1-based); its {n_heads} heads side by side, head 0 first",
-                axis=alt.Axis(labelAngle=0, labelOverlap="greedy")),
-        xOffset=alt.XOffset("head:O", sort="ascending"),
-        y=alt.Y("prompt:O", title="prompt (0 = highest activation)"))
+        x=alt.X("head_label:O", sort=order, scale=alt.Scale(type="band"),
+                title=f"head: block (1-based) and head; each block's {n_heads} heads side by side, labelled at head 0",
+                axis=alt.Axis(values=firsts, labelAngle=-90, labelOverlap="greedy")),
+        y=alt.Y("prompt:O", scale=alt.Scale(type="band"), title="prompt (0 = top)"))
     limit = float(attr["attr"].abs().max()) or 1.0
     cells = base.mark_rect().encode(
         color=alt.Color("attr:Q", scale=alt.Scale(scheme="redblue", reverse=True, domain=[-limit, limit]),
-                        title="attribution", legend=alt.Legend(format=fmt, orient="right")),
+                        title="attribution", legend=alt.Legend(format=fmt)),
         tooltip=[alt.Tooltip("prompt:O"), alt.Tooltip("head_label:N", title="head"),
                  alt.Tooltip("attr:Q", title="attribution", format=fmt),
                  alt.Tooltip(f"active_{rule}:N", title="active"),
                  alt.Tooltip(f"share_{rule}:Q", title="share of prompts active", format=".0%")])
     marker = f"active head ({RULE_WORDS[rule].removeprefix('active = ')})"
+    # (legends stay on the right: Streamlit squashes band-scale charts whose legend is at the top or bottom)
     dots = base.transform_filter(alt.datum[f"active_{rule}"]).transform_calculate(mark=f"'{marker}'").mark_point(
         filled=True, size=16, color="black", stroke="white", strokeWidth=0.5, opacity=1).encode(
         shape=alt.Shape("mark:N", title=None, scale=alt.Scale(range=["circle"]),
-                        legend=alt.Legend(orient="bottom", symbolFillColor="black", symbolStrokeColor="white",
-                                          labelLimit=0)))
-    width = max(420, min(1400, 4 * n_heads * n_blocks))
-    return (cells + dots).properties(width=width, height=14 * attr.prompt.nunique() + 20)
+                        legend=alt.Legend(symbolFillColor="black", symbolStrokeColor="white", labelLimit=0)))
+    # Streamlit sizes charts with autosize "fit": the height includes the axes and the x labels, so they are added
+    # to the rows' height (else a few prompts' rows are squashed flat)
+    return (cells + dots).properties(width="container", height=16 * attr.prompt.nunique() + 150)
 
 
 def share_chart(heads: pd.DataFrame, rule: str) -> alt.LayerChart:
@@ -71,7 +74,7 @@ def share_chart(heads: pd.DataFrame, rule: str) -> alt.LayerChart:
                 axis=alt.Axis(format=".0%")),
         color=alt.Color("kind:N", title=RULE_WORDS[rule],
                         scale=alt.Scale(domain=["context-dependent (in the band)", "outside the band"],
-                                        range=[ACTIVE, "#999999"]), legend=alt.Legend(orient="bottom")),
+                                        range=[ACTIVE, "#999999"]), legend=alt.Legend(labelLimit=260, titleLimit=320)),
         tooltip=[alt.Tooltip("head_label:N", title="head"),
                  alt.Tooltip(f"share_{rule}:Q", title="share active", format=".0%"),
                  alt.Tooltip("mean_attr:Q", title="mean attribution", format=number_format(data["mean_attr"]))])
@@ -95,7 +98,7 @@ def ablation_chart(ablation: pd.DataFrame, rule: str) -> alt.FacetChart:
         x=alt.X("group:N", title=None, axis=alt.Axis(labels=False, ticks=False)),
         y=alt.Y("drop:Q", title="decrease in p(neuron token)", axis=alt.Axis(format=number_format(ablation["drop"]))),
         color=alt.Color("group:N", scale=GROUP_SCALE, title=f"head on the prompt ({RULE_WORDS[rule]})",
-                        legend=alt.Legend(orient="bottom")),
+                        legend=alt.Legend(labelLimit=260, titleLimit=320)),
     ).properties(width=90, height=200).facet(facet=alt.Facet("head_label:N", title="ablated head"), columns=6)
 
 
@@ -107,5 +110,5 @@ def pooled_ablation_chart(ablation: pd.DataFrame) -> alt.FacetChart:
         x=alt.X("group:N", title=None, axis=alt.Axis(labels=False, ticks=False)),
         y=alt.Y("drop:Q", title="decrease in p(token) when the head is zeroed",
                 axis=alt.Axis(format=number_format(ablation["drop"]))),
-        color=alt.Color("group:N", scale=GROUP_SCALE, title="head on the prompt", legend=alt.Legend(orient="bottom")),
+        color=alt.Color("group:N", scale=GROUP_SCALE, title="head on the prompt"),
     ).properties(width=200, height=240).facet(column=alt.Column("rule:N", title=None))

@@ -327,7 +327,7 @@ def show_prompts(prompts: pd.DataFrame, token: str, keep: float = TRIM_KEEP) -> 
 
 def show_attributions(attr: pd.DataFrame, heads: pd.DataFrame, terms: pd.DataFrame, rule: str) -> None:
     chart = charts.attribution_heatmap(attr, rule)
-    st.altair_chart(chart, width="content")
+    st.altair_chart(chart, width="stretch")  # the heatmap fills the main area's width
     chart_downloads(chart, attr, "amlp_attributions", key="dl_amlp_heatmap")
     chart = charts.share_chart(heads, rule)
     st.altair_chart(chart, width="content")
