@@ -24,6 +24,7 @@ ARTIFACTS = ROOT / "tests" / "artifacts" / "charts" / (f"w{WIDTH}" if WIDTH else
 JOB_S = 420  # one tab's jobs at the quick-look sizes, on 2 shared cores
 pytestmark = pytest.mark.e2e
 
+JOB_BUTTONS = ("Run", "Compare", "Scan")  # the labels of the pages' job buttons
 PAGES = ["Extraction", "Depth", "Top-k_order", "Neuron_topics", "Attention_MLP"]
 
 
@@ -43,7 +44,7 @@ def _run_jobs(tab) -> None:
     deadline = time.monotonic() + JOB_S
     while time.monotonic() < deadline:
         buttons = [b for b in _visible_panel(tab).locator("button:visible").all()
-                   if b.inner_text().strip().startswith("Run") and b.inner_text().strip() not in pressed]
+                   if b.inner_text().strip().startswith(JOB_BUTTONS) and b.inner_text().strip() not in pressed]
         if buttons:
             label = buttons[0].inner_text().strip()
             pressed.add(label)

@@ -118,7 +118,7 @@ def comparison_chart(neurons: pd.DataFrame) -> alt.HConcatChart:
     pad = max(0.02, 0.05 * (hi - lo))
     npmi = alt.Chart(found).mark_tick(thickness=2, size=22).encode(
         x=alt.X("mean_npmi:Q", title="mean topic NPMI per neuron", scale=alt.Scale(domain=[lo - pad, hi + pad]),
-                axis=alt.Axis(format=".2f", tickCount=6)),
+                axis=alt.Axis(format=".3~f", tickCount=5, labelOverlap=True)),
         y=alt.Y("source:N", title=None, sort=["real", "random"], scale=alt.Scale(domain=["real", "random"])),
         color=alt.Color("source:N", scale=SOURCE_COLOURS, title="source"),
         tooltip=["unit:Q", "source:N", alt.Tooltip("mean_npmi:Q", title="mean topic NPMI", format=".3f"),

@@ -109,14 +109,17 @@ def probe_chart(summary: pd.DataFrame, width: int = 560) -> alt.LayerChart:
     """Bars ± SEM: pooled probe scores per metric (and task) for each source (probe, control, chance)."""
     data = summary.assign(what=summary.metric + summary.task.map(lambda t: "" if t < 0 else f" task {t + 1}"),
                           lo=summary["mean"] - summary["sem"].fillna(0), hi=summary["mean"] + summary["sem"].fillna(0))
-    base = alt.Chart(data).encode(x=alt.X("what:N", title=None, axis=alt.Axis(labelAngle=-40)),
-                                  xOffset=alt.XOffset("source:N"))
-    bars = base.mark_bar().encode(y=alt.Y("mean:Q", scale=alt.Scale(domain=[0, 1]), title="score"),
+    # horizontal bars: every metric keeps its label however many there are (rotated x labels were thinned out)
+    rows = int(data.what.nunique())
+    base = alt.Chart(data).encode(y=alt.Y("what:N", title=None, axis=alt.Axis(labelLimit=200)),
+                                  yOffset=alt.YOffset("source:N"))
+    bars = base.mark_bar().encode(x=alt.X("mean:Q", scale=alt.Scale(domain=[0, 1]), title="score"),
                                   color=_colour("source:N", "features",
                                                 domain=["probe", "random-feature control", "chance"]),
                                   tooltip=["source", "what", alt.Tooltip("mean:Q", format=".3f"),
                                            alt.Tooltip("sem:Q", format=".3f"), "folds"])
-    return (bars + base.mark_rule().encode(y="lo:Q", y2="hi:Q")).properties(width=width, height=260)
+    # the height holds the axis too (Streamlit sizes charts to fit): 3 bars of 8 px per metric plus 60 px
+    return (bars + base.mark_rule().encode(x="lo:Q", x2="hi:Q")).properties(width=width, height=26 * rows + 60)
 
 
 def baseline_probe_chart(probe: pd.DataFrame) -> alt.FacetChart:
