@@ -23,7 +23,8 @@ def metric_chart(summary: pd.DataFrame, metric: str) -> alt.Chart:
         x=alt.X("layer:Q", title="source layer (0 = embeddings)"),
         y=alt.Y(f"{metric}:Q", scale=scale,
                 title="precision@1" if metric == "precision_at_1" else f"{metric.replace('_', ' ')} (nats, symlog)",
-                axis=alt.Axis() if metric == "precision_at_1" else alt.Axis(values=symlog_ticks(summary[metric]))),
+                axis=alt.Axis() if metric == "precision_at_1"
+                else alt.Axis(values=symlog_ticks(summary[metric]), format="~g")),
         **categorical(methods, "method", "method", dashes=True),
         tooltip=["layer", "method", alt.Tooltip(f"{metric}:Q", format=".3f"), "n"],
     ).properties(width=560, height=300)

@@ -6,6 +6,7 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
+from ui.charts import OKABE_ITO
 from ui.format import layer_label, show_token, symlog_ticks
 
 # metric name shown to the user -> (frame column, colour scale, legend title)
@@ -143,7 +144,8 @@ def target_trajectories(targets: pd.DataFrame, prompt_column: str | None = None,
                         width: int = 235) -> alt.HConcatChart:
     """Rank (log, 1 on top) and probability of each target across layers at one position."""
     data = targets.assign(target_shown=targets.target.map(show_token), layer_label=targets.layer.map(layer_label))
-    colour = alt.Color("target_shown:N", title="target", legend=alt.Legend(orient="bottom"))
+    colour = alt.Color("target_shown:N", title="target", legend=alt.Legend(orient="bottom"),
+                       scale=alt.Scale(range=OKABE_ITO))
     dash = (alt.StrokeDash(f"{prompt_column}:N", title=prompt_column,
                            legend=alt.Legend(symbolType="stroke", symbolStrokeColor="gray", symbolStrokeWidth=2,
                                              orient="bottom"))
@@ -166,8 +168,9 @@ def layer_profile(frame: pd.DataFrame, position: int) -> alt.Chart:
     return alt.Chart(sub).mark_line(point=True).encode(
         x=alt.X("layer:Q", title="layer (0 = embeddings)"),
         y=alt.Y("nats:Q", scale=alt.Scale(type="symlog"), title="nats (symlog)",
-                axis=alt.Axis(values=symlog_ticks(sub.nats))),
-        color=alt.Color("statistic:N", legend=alt.Legend(orient="bottom", title=None)),
+                axis=alt.Axis(values=symlog_ticks(sub.nats), format="~g")),
+        color=alt.Color("statistic:N", legend=alt.Legend(orient="bottom", title=None),
+                        scale=alt.Scale(range=OKABE_ITO)),
         tooltip=["layer", "statistic", alt.Tooltip("nats:Q", format=".3f")],
     ).properties(width=480, height=300)
 
