@@ -33,19 +33,34 @@ PAPERS: dict[str, tuple[str, str, str]] = {
                       "Attention → MLP"),
 }
 PRESETS = ("paper", "quick")
+LABELS = {"paper": "Paper settings", "quick": "Quick look"}
 
 
-def collect(session: "ModelSession", preset: str = "paper", pages: Sequence[str] = tuple(PAPERS),
-            progress: Progress = no_progress) -> tuple[list[dict], dict[str, float]]:
-    """(rows, seconds per page): every page's verdict rows, each with its ``page`` and ``paper``."""
+def parse_pages(pages: Sequence[str], preset: str) -> list[tuple[str, str]]:
+    """["depth", "topk=quick"] -> [("depth", preset), ("topk", "quick")]: each page with the preset it runs at."""
+    out = []
+    for item in pages:
+        page, _, own = item.partition("=")
+        if page not in PAPERS:
+            raise ValueError(f"Unknown page {page!r}; choose from {', '.join(PAPERS)}.")
+        if own and own not in PRESETS:
+            raise ValueError(f"Unknown preset {own!r} for {page}; choose from {', '.join(PRESETS)}.")
+        out.append((page, own or preset))
+    return out
+
+
+def collect(session: "ModelSession", pages: Sequence[tuple[str, str]], progress: Progress = no_progress
+            ) -> tuple[list[dict], dict[str, float]]:
+    """(rows, seconds per page): every (page, preset)'s verdict rows, each with its ``page``, ``paper`` and
+    ``preset``."""
     rows, seconds = [], {}
-    for i, page in enumerate(pages):
+    for i, (page, preset) in enumerate(pages):
         paper, module, _ = PAPERS[page]
         claims = importlib.import_module(module).claims
         start = time.perf_counter()
         part = claims(session, preset, lambda f, m, i=i: progress((i + f) / len(pages), f"{page}: {m}"))
         seconds[page] = time.perf_counter() - start
-        rows += [{"page": page, "paper": paper, **row} for row in part]
+        rows += [{"page": page, "paper": paper, "preset": preset, **row} for row in part]
     return rows, seconds
 
 
@@ -59,17 +74,18 @@ def _cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def markdown(rows: list[dict], model: str, preset: str, seconds: dict[str, float]) -> str:
+def markdown(rows: list[dict], model: str, command: str, seconds: dict[str, float]) -> str:
     """The RESULTS.md text: how it was made, then one table (one row per claim)."""
     counts = {w: sum(r["verdict"] == w for r in rows if r.get("kind") != "check")
               for w in ("holds", "does not hold", "cannot tell at this n", "cannot tell yet")}
     lines = [
         "# Results: the five papers' claims on the bundled model",
         "",
-        f"Made by `python -m core results --preset {preset}` on {date.today().isoformat()} "
+        f"Made by `{command}` on {date.today().isoformat()} "
         f"({platform.machine()}, {os.cpu_count()} cores), model `{model}`. Each row comes from the same functions "
         "and disk cache as the app's pages, so opening a page with its **Paper settings** preset shows the same "
-        "numbers. Compute time this run (seconds; cached parts count ~0): "
+        "numbers (the **preset** column says which preset each row ran at). Compute time this run (seconds; cached "
+        "parts count ~0): "
         + ", ".join(f"{page} {s:.0f}" for page, s in seconds.items()) + ".",
         "",
         "How to read a row: **value** is the estimate and **95 % CI** its interval (Wilson for a proportion, "
@@ -80,14 +96,15 @@ def markdown(rows: list[dict], model: str, preset: str, seconds: dict[str, float
         "",
         "Findings: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v) + ".",
         "",
-        "| paper | claim | kind | value | 95 % CI | n | verdict | evidence |",
-        "|---|---|---|---|---|---|---|---|",
+        "| paper | preset | claim | kind | value | 95 % CI | n | verdict | evidence |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         ci = "–" if not (math.isfinite(r["low"]) and math.isfinite(r["high"])) else \
             f"{_number(r['low'])} to {_number(r['high'])}"
         lines.append("| " + " | ".join(_cell(c) for c in (
-            PAPERS[r["page"]][2], r["claim"], r.get("kind", "finding"), _number(r["estimate"]), ci, r["n"],
+            PAPERS[r["page"]][2], LABELS.get(r.get("preset", ""), r.get("preset", "")), r["claim"],
+            r.get("kind", "finding"), _number(r["estimate"]), ci, r["n"],
             r["verdict"], r["evidence"])) + " |")
     return "\n".join(lines) + "\n"
 

@@ -12,10 +12,9 @@ from core.results import PAPERS, PRESETS
 
 def cmd_results(args: argparse.Namespace) -> None:
     check_model(args.model)
-    pages = args.pages or list(PAPERS)
-    unknown = [p for p in pages if p not in PAPERS]
-    if unknown:
-        raise ValueError(f"Unknown page(s) {', '.join(unknown)}; choose from {', '.join(PAPERS)}.")
+    from core.results import parse_pages  # torch-free
+
+    pages = parse_pages(args.pages or list(PAPERS), args.preset)
     out = Path(args.out)
     if out.suffix.lower() != ".md":
         raise ValueError(f"--out must name a .md file (got {args.out!r}).")
@@ -23,9 +22,11 @@ def cmd_results(args: argparse.Namespace) -> None:
 
     session = load_session(args.model)
     bar = Bar("results")
-    rows, seconds = collect(session, args.preset, pages, bar)
+    rows, seconds = collect(session, pages, bar)
     bar.close()
-    write_atomic(out, markdown(rows, session.spec.label(), args.preset, seconds))
+    command = "python -m core results" + ("" if args.preset == "paper" else f" --preset {args.preset}") + (
+        " --pages " + " ".join(args.pages) if args.pages else "")
+    write_atomic(out, markdown(rows, session.spec.label(), command, seconds))
     print(f"{len(rows)} claims written to {out}")
 
 
@@ -35,7 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model(results)
     results.add_argument("--preset", choices=PRESETS, default="paper",
                          help="the pages' 'Paper settings' (default) or 'Quick look' sizes")
-    results.add_argument("--pages", nargs="*", metavar="PAGE",
-                         help=f"only these pages (default all: {', '.join(PAPERS)})")
+    results.add_argument("--pages", nargs="*", metavar="PAGE[=PRESET]",
+                         help=f"only these pages (default all: {', '.join(PAPERS)}); PAGE=quick runs one page at "
+                              "another preset")
     results.add_argument("--out", default=str(PROJECT_ROOT / "RESULTS.md"), help="where to write (default RESULTS.md)")
     results.set_defaults(func=cmd_results)

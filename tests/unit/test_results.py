@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from core.analyses.uncertainty import plain_row, proportion_verdict, verdict_row
-from core.results import PAPERS, markdown, write_atomic
+from core.results import PAPERS, markdown, parse_pages, write_atomic
 
 
 def _rows() -> list[dict]:
@@ -15,21 +15,30 @@ def _rows() -> list[dict]:
     unclear = verdict_row(proportion_verdict("a coin is biased", 6, 10, threshold=0.5))
     check = verdict_row(proportion_verdict("last layer = the model", 10, 10, threshold=0.999, kind="check"))
     missing = plain_row("a method needing training", None, "not run: train it first")
-    return [{"page": "depth", **holds}, {"page": "topk", **unclear}, {"page": "extraction", **check},
-            {"page": "extraction", **missing}]
+    return [{"page": "depth", "preset": "paper", **holds}, {"page": "topk", "preset": "quick", **unclear},
+            {"page": "extraction", "preset": "paper", **check}, {"page": "extraction", "preset": "paper", **missing}]
 
 
 def test_markdown_is_one_table_with_each_claims_numbers() -> None:
-    text = markdown(_rows(), "bundled", "paper", {"depth": 12.0})
+    text = markdown(_rows(), "bundled", "python -m core results", {"depth": 12.0})
     table = [line for line in text.splitlines() if line.startswith("| ")]
     assert len(table) == 1 + 4  # header + one row per claim
     flips = next(line for line in table if "most picks flip" in line)
     assert "| 0.9 | 0.826 to 0.945 | 100 | holds |" in flips  # Wilson interval of 90/100
     coin = next(line for line in table if "biased" in line)
+    assert "| Paper settings |" in flips and "| Quick look |" in coin
     assert "| 10 | cannot tell at this n |" in coin
     assert "| – | – | 0 | cannot tell yet | not run" in next(line for line in table if "training" in line)
     assert "Findings: holds 1, cannot tell at this n 1, cannot tell yet 1." in text  # the check is not a finding
-    assert "`python -m core results --preset paper`" in text and PAPERS["depth"][2] in flips
+    assert "`python -m core results`" in text and PAPERS["depth"][2] in flips
+
+
+def test_pages_take_their_own_preset() -> None:
+    assert parse_pages(["depth", "topk=quick"], "paper") == [("depth", "paper"), ("topk", "quick")]
+    with pytest.raises(ValueError, match="Unknown preset"):
+        parse_pages(["topk=huge"], "paper")
+    with pytest.raises(ValueError, match="Unknown page"):
+        parse_pages(["nope"], "paper")
 
 
 def test_write_atomic_leaves_the_old_file_when_writing_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
