@@ -95,6 +95,13 @@ def markdown(rows: list[dict], model: str, command: str, seconds: dict[str, floa
         "construction (a test of the code, not a finding). Layers: 0 = the embeddings, l = after block l.",
         "",
         "Findings: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v) + ".",
+    ]
+    quick = sorted({PAPERS[r["page"]][2] for r in rows if r.get("preset") == "quick"})
+    if quick:
+        lines += ["", f"**Not at Paper settings here: {', '.join(quick)}** (Quick look rows: small n, so mostly "
+                      "\"cannot tell\"). Their paper-settings runs take hours on 2 CPU cores; `python -m core results` "
+                      "runs every page at Paper settings and resumes from the disk cache."]
+    lines += [
         "",
         "| paper | preset | claim | kind | value | 95 % CI | n | verdict | evidence |",
         "|---|---|---|---|---|---|---|---|---|",

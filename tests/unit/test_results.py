@@ -52,3 +52,15 @@ def test_write_atomic_leaves_the_old_file_when_writing_fails(tmp_path: Path, mon
     with pytest.raises(OSError):
         write_atomic(target, "new\n")
     assert target.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == ["RESULTS.md"]
+
+
+def test_results_md_in_the_repo_covers_every_paper() -> None:
+    """The committed RESULTS.md is one table with rows of all five papers, each with a preset and a verdict."""
+    from core.paths import PROJECT_ROOT
+
+    text = (PROJECT_ROOT / "RESULTS.md").read_text(encoding="utf-8")
+    table = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| paper |")]
+    pages = {line.split(" | ")[0].removeprefix("| ") for line in table}
+    assert pages == {label for _, _, label in PAPERS.values()}, pages
+    words = ("holds", "does not hold", "cannot tell at this n", "cannot tell yet")
+    assert all(any(f"| {w} |" in line for w in words) for line in table)

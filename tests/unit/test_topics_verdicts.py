@@ -160,4 +160,4 @@ def test_charts_have_legends_and_whole_number_axes() -> None:
     spec = comparison_chart(neurons).to_dict()
     y = spec["hconcat"][0]["encoding"]["y"]
     assert y["axis"]["format"] == "d" and y["scale"]["domain"] == [0, 3]
-    assert spec["hconcat"][1]["encoding"]["x"]["axis"]["format"] == ".2f"
+    assert spec["hconcat"][1]["encoding"]["x"]["axis"]["format"] == ".3~f"
