@@ -92,9 +92,11 @@ def chart_downloads(chart: alt.TopLevelMixin, frame: pd.DataFrame, name: str, ke
                             on_click="ignore", icon=":material/download:")
 
 
-def show_chart(chart: alt.TopLevelMixin, frame: pd.DataFrame, name: str) -> None:
-    """Draw ``chart`` with its PNG / SVG / CSV downloads (``name`` = file stem and widget key)."""
-    st.altair_chart(chart, width="content")
+def show_chart(chart: alt.TopLevelMixin, frame: pd.DataFrame, name: str, stretch: bool = False) -> None:
+    """Draw ``chart`` with its PNG / SVG / CSV downloads (``name`` = file stem and widget key). ``stretch``: the
+    chart takes its container's width (a chart in one of two columns, which at 1280 px is narrower than the
+    chart's own width)."""
+    st.altair_chart(chart, width="stretch" if stretch else "content")
     chart_downloads(chart, frame, name, key=f"dl_{name}")
 
 

@@ -182,10 +182,11 @@ def show_saturation(frames: dict[str, pd.DataFrame], spec_key: str, params: Topk
     left, right = st.columns(2)
     with left:
         st.markdown("**Rank vs saturation order** (kept positions; slots settling only at the last layer excluded)")
-        show_chart(charts.rank_order_chart(frames["rank_order"]), frames["rank_order"], "topk_rank_order")
+        show_chart(charts.rank_order_chart(frames["rank_order"]), frames["rank_order"], "topk_rank_order", stretch=True)
     with right:
         st.markdown("**Where each rank saturates** (all positions, before the filter)")
-        show_chart(charts.histogram_chart(frames["histogram"]), frames["histogram"], "topk_saturation_histogram")
+        show_chart(charts.histogram_chart(frames["histogram"]), frames["histogram"], "topk_saturation_histogram",
+                   stretch=True)
     st.markdown(f"**Permutation test of the strict Kendall's τ** ({int(s.n_perm)} permutations; the labelled rule: "
                 "the actual mean)")
     show_chart(charts.permutation_chart(frames["permutation"], frames["summary"]), frames["permutation"],
@@ -232,11 +233,12 @@ def show_baseline(frames: dict[str, pd.DataFrame], spec_key: str = "", params: T
     left, right = st.columns(2)
     with left:
         st.markdown("**Rank vs saturation order, trained vs untrained**")
-        show_chart(charts.rank_order_chart(frames["rank_order"]), frames["rank_order"], "topk_baseline_rank_order")
+        show_chart(charts.rank_order_chart(frames["rank_order"]), frames["rank_order"], "topk_baseline_rank_order",
+                   stretch=True)
     with right:
         st.markdown("**Permutation tests of the strict τ** (labelled rules: the actual means)")
         show_chart(charts.permutation_chart(frames["permutation"], frames["summary"]), frames["permutation"],
-                   "topk_baseline_permutation")
+                   "topk_baseline_permutation", stretch=True)
     st.markdown("**Pooled task probe, trained vs untrained**")
     data = frames["probe"].query("task == -1 or metric == 'accuracy'")
     show_chart(charts.baseline_probe_chart(data), data, "topk_baseline_probe")

@@ -237,11 +237,12 @@ def show_modality(frames: dict[str, pd.DataFrame], kind: str) -> None:
     left, right = st.columns(2)
     with left:
         st.markdown("**Rank vs saturation order** (kept positions)")
-        show_chart(charts.modal_rank_chart(frames["rank_order"]), frames["rank_order"], f"topk_{kind}_rank_order")
+        show_chart(charts.modal_rank_chart(frames["rank_order"]), frames["rank_order"], f"topk_{kind}_rank_order",
+                   stretch=True)
     with right:
         st.markdown("**Task probe: residual vs random-feature control** (dashed: chance)")
         if len(frames["probe"]):
-            show_chart(charts.modal_probe_chart(frames["probe"]), frames["probe"], f"topk_{kind}_probe")
+            show_chart(charts.modal_probe_chart(frames["probe"]), frames["probe"], f"topk_{kind}_probe", stretch=True)
         else:
             st.info("Too few labelled examples for the probe: use more inputs (or a smaller k).")
     tables_expander(frames, f"topk_{kind}")
