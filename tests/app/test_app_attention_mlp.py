@@ -4,7 +4,6 @@ old 0-based numbering opening the same neuron. Blocks are 1-based (block l write
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
@@ -12,8 +11,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 # tests/app by path: tuned-lens installs a top-level ``tests`` package that hides this repository's ``tests.app``
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from text_scan import assert_clean_text  # noqa: E402
+from text_scan import assert_clean_text
 
 ROOT = Path(__file__).resolve().parents[2]
 

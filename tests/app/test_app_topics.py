@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
@@ -10,8 +9,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 # tests/app by path: tuned-lens installs a top-level ``tests`` package that hides this repository's ``tests.app``
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from text_scan import assert_clean_text  # noqa: E402
+from text_scan import assert_clean_text
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "app"))
-from text_scan import problems_in  # noqa: E402
+from text_scan import problems_in  # tests/app/text_scan.py: pytest puts this file's folder on the path
 
 
 @pytest.mark.parametrize("text", [
