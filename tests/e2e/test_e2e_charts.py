@@ -32,10 +32,21 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")[:40]
 
 
-def _visible_panel(tab):
-    """The tab panel shown now (Streamlit keeps the others in the DOM, hidden), else the main area."""
-    panels = tab.locator('[data-testid="stMain"] [role="tabpanel"]:visible')
-    return panels.last if panels.count() else tab.locator('[data-testid="stMain"]')
+_PRESS_NEXT = """([labels, pressed]) => {
+    // The shown tab panel (Streamlit keeps the others in the DOM, hidden), else the main area; found, read and
+    // clicked in one step in the page, so a rerun that redraws the buttons cannot detach one between reading its
+    // label and clicking it (CI once timed out reading the label of a button that had just gone).
+    const main = document.querySelector('[data-testid="stMain"]');
+    if (!main) return null;
+    const panels = [...main.querySelectorAll('[role="tabpanel"]')].filter(p => p.offsetParent !== null);
+    const root = panels.length ? panels[panels.length - 1] : main;
+    for (const b of root.querySelectorAll('button')) {
+        if (b.offsetParent === null || b.disabled) continue;
+        const text = (b.innerText || '').trim();
+        if (labels.some(l => text.startsWith(l)) && !pressed.includes(text)) { b.click(); return text; }
+    }
+    return null;
+}"""
 
 
 def _settled(tab) -> bool:
@@ -61,12 +72,9 @@ def _run_jobs(tab) -> None:
     pressed: set[str] = set()
     deadline = time.monotonic() + JOB_S
     while time.monotonic() < deadline:
-        buttons = [b for b in _visible_panel(tab).locator("button:visible").all()
-                   if b.inner_text().strip().startswith(JOB_BUTTONS) and b.inner_text().strip() not in pressed]
-        if buttons:
-            label = buttons[0].inner_text().strip()
+        label = tab.evaluate(_PRESS_NEXT, [list(JOB_BUTTONS), sorted(pressed)])
+        if label:
             pressed.add(label)
-            buttons[0].click()
             tab.wait_for_timeout(1500)
             continue
         if _settled(tab):
