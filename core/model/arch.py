@@ -28,6 +28,7 @@ except ImportError:  # pragma: no cover - accelerate comes with the app's depend
     align_module_device = has_offloaded_params = None
 
 NormKind = Literal["layernorm", "rmsnorm"]
+ValueLayout = Literal["split", "gpt2", "neox"]
 BLOCK_KWARGS = ("position_ids", "use_cache", "position_embeddings")
 """The keywords :meth:`Adapter.run_blocks` knows how to fill (a block's ``hidden_states`` is passed positionally)."""
 
@@ -49,6 +50,7 @@ class Architecture:
     Relative to one block:
       attn         the attention module
       attn_out     its output projection: *input* = per-head outputs [.., head*d_head], *output* = attention's write
+      attn_v       the module whose output holds the value vectors (v_proj, or the fused q/k/v projection)
       mlp_out      the module whose output is the MLP's write into the residual stream (the MLP, or OPT's fc2)
       mlp_norm     the norm whose output the MLP reads (ln_2, post_attention_layernorm; GPT-J: the shared ln_1)
       mlp_in       the input projection the activation function reads: W_in (c_fc, fc1, ...) or W_gate (gated)
@@ -56,6 +58,10 @@ class Architecture:
       mlp_down     the down projection: *input* = the neuron activations [.., d_mlp]
     Kinds:
       norm         "layernorm" (centring, with bias) or "rmsnorm": every norm of the model is of this kind
+      v_layout     where the values sit in ``attn_v``'s output: "split" (a value projection of its own, [.., kv_head,
+                   d_head], key/value heads repeated to the query heads when fewer), "gpt2" (the last third of
+                   c_attn's [q | k | v] output, [.., head, d_head]) or "neox" (query_key_value fused per head:
+                   [.., head, 3*d_head] = [q_h | k_h | v_h], the last d_head of each head's slice)
       rotary       positions enter through rotary embeddings (some layers may skip them: SmolLM3's NoPE layers)
       parallel     attention and MLP both read the block input (GPT-J; GPT-NeoX unless the config says otherwise)
       parallel_flag  the config attribute that decides ``parallel`` where present (NeoX ``use_parallel_residual``)
@@ -86,6 +92,8 @@ class Architecture:
     pre_norm_flag: str | None = None
     embed_proj: str | None = None
     final_proj: str | None = None
+    attn_v: str | None = None
+    v_layout: ValueLayout = "split"
 
     @property
     def gated_mlp(self) -> bool:
@@ -97,13 +105,14 @@ _GPT2 = Architecture(
     embed="transformer.wte", pos_embed="transformer.wpe", blocks="transformer.h", final_norm="transformer.ln_f",
     unembed="lm_head", attn="attn", attn_out="attn.c_proj", mlp_out="mlp", mlp_norm="ln_2", mlp_in="mlp.c_fc",
     mlp_up=None, mlp_down="mlp.c_proj", norm="layernorm", rotary=False, rotary_emb=None, parallel=False,
-    block_kwargs=("use_cache",),
+    block_kwargs=("use_cache",), attn_v="attn.c_attn", v_layout="gpt2",
 )
 _LLAMA = Architecture(
     embed="model.embed_tokens", pos_embed=None, blocks="model.layers", final_norm="model.norm", unembed="lm_head",
     attn="self_attn", attn_out="self_attn.o_proj", mlp_out="mlp", mlp_norm="post_attention_layernorm",
     mlp_in="mlp.gate_proj", mlp_up="mlp.up_proj", mlp_down="mlp.down_proj", norm="rmsnorm", rotary=True,
     rotary_emb="model.rotary_emb", parallel=False, block_kwargs=("position_ids", "use_cache", "position_embeddings"),
+    attn_v="self_attn.v_proj",
 )
 _NEOX = Architecture(
     embed="gpt_neox.embed_in", pos_embed=None, blocks="gpt_neox.layers", final_norm="gpt_neox.final_layer_norm",
@@ -111,12 +120,13 @@ _NEOX = Architecture(
     mlp_norm="post_attention_layernorm", mlp_in="mlp.dense_h_to_4h", mlp_up=None, mlp_down="mlp.dense_4h_to_h",
     norm="layernorm", rotary=True, rotary_emb="gpt_neox.rotary_emb", parallel=True,
     parallel_flag="use_parallel_residual", block_kwargs=("position_ids", "use_cache", "position_embeddings"),
+    attn_v="attention.query_key_value", v_layout="neox",
 )
 _GPTJ = Architecture(
     embed="transformer.wte", pos_embed=None, blocks="transformer.h", final_norm="transformer.ln_f",
     unembed="lm_head", attn="attn", attn_out="attn.out_proj", mlp_out="mlp", mlp_norm="ln_1", mlp_in="mlp.fc_in",
     mlp_up=None, mlp_down="mlp.fc_out", norm="layernorm", rotary=True, rotary_emb=None, parallel=True,
-    block_kwargs=("position_ids", "use_cache"),
+    block_kwargs=("position_ids", "use_cache"), attn_v="attn.v_proj",
 )
 _OPT = Architecture(
     embed="model.decoder.embed_tokens", pos_embed="model.decoder.embed_positions", blocks="model.decoder.layers",
@@ -124,6 +134,7 @@ _OPT = Architecture(
     mlp_out="fc2", mlp_norm="final_layer_norm", mlp_in="fc1", mlp_up=None, mlp_down="fc2", norm="layernorm",
     rotary=False, rotary_emb=None, parallel=False, block_kwargs=("position_ids", "use_cache"),
     embed_proj="model.decoder.project_in", final_proj="model.decoder.project_out", pre_norm_flag="do_layer_norm_before",
+    attn_v="self_attn.v_proj",
 )
 
 ARCHITECTURES: dict[str, Architecture] = {
@@ -215,6 +226,29 @@ def loaded_named_parameters(model: nn.Module) -> Iterator[tuple[str, torch.Tenso
         with align_module_device(module) if offloaded else nullcontext():
             for name, _ in direct:  # re-read: bringing weights in replaces the parameter objects
                 yield (f"{prefix}.{name}" if prefix else name), getattr(module, name).detach()
+
+
+def module_bias(module: nn.Module) -> torch.Tensor | None:
+    """``module.bias`` with real values (brought in like :func:`module_weight`), or None when it has none."""
+    bias = getattr(module, "bias", None)
+    if not isinstance(bias, torch.Tensor):
+        return None
+    if bias.device.type != "meta":
+        return bias
+    if has_offloaded_params is None or not has_offloaded_params(module):
+        raise WeightsElsewhere()
+    with align_module_device(module):
+        return module.bias.detach().clone()
+
+
+def norm_parameters(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None, float]:
+    """(gain [d], bias [d] or None, eps) of a LayerNorm or RMSNorm module (``eps`` or ``variance_epsilon``)."""
+    eps = getattr(module, "eps", None)
+    if eps is None:
+        eps = getattr(module, "variance_epsilon", None)
+    if eps is None:
+        raise ValueError(f"Cannot read the epsilon of the norm {type(module).__name__}.")
+    return module_weight(module), module_bias(module), float(eps)
 
 
 def _in_out_shape(module: nn.Module) -> tuple[int, int]:
@@ -380,6 +414,38 @@ class Adapter:
         self.weights_here("Reading block weights")
         weight = _linear_weight_in_out(self.attn_out(layer))  # [head*d_head, d_model]
         return weight.reshape(self.n_heads, self.d_head, weight.shape[-1])
+
+    def attn_out_bias(self, layer: int) -> torch.Tensor | None:
+        """[d_model] the attention output projection's bias of block ``layer`` (0-based), or None without one."""
+        self.weights_here("Reading block weights")
+        return module_bias(self.attn_out(layer))
+
+    def head_values(self, layer: int, attn_in: torch.Tensor) -> torch.Tensor:
+        """[pos, d_model] the attention's input (site "attn_in") of block ``layer`` (0-based) -> [pos, head, d_head]
+        each query head's value vectors, bias included, in float32 on the CPU: v_j^h with
+        ``sum_j attn[h, p, j] * v_j^h = z[p, h]`` (the per-head outputs, site "attn_z"). Grouped key/value heads
+        are repeated to the query heads (head h reads kv head h // (heads / kv_heads)), as the model does."""
+        self.weights_here("Reading block weights")
+        path = self.arch.attn_v
+        if path is None:
+            raise ValueError(f"The {self.model_type} record names no value projection.")
+        module = resolve(self.blocks[layer], path)
+        weight = _linear_weight_in_out(module).detach().float().cpu()  # [d_model, out]
+        bias = module_bias(module)
+        x = attn_in.detach().float().cpu()
+        n_heads, d_head = self.n_heads, self.d_head
+        if self.arch.v_layout == "gpt2":  # c_attn: [q | k | v], each d_model wide
+            width = weight.shape[1] // 3
+            weight = weight[:, 2 * width:]
+            bias = None if bias is None else bias[2 * width:]
+        out = x @ weight + (0.0 if bias is None else bias.detach().float().cpu())
+        if self.arch.v_layout == "neox":  # per head [q_h | k_h | v_h]
+            return out.reshape(*out.shape[:-1], n_heads, 3 * d_head)[..., 2 * d_head:]
+        values = out.reshape(*out.shape[:-1], -1, d_head)  # [pos, kv_head, d_head]
+        n_kv = values.shape[-2]
+        if n_heads % n_kv:
+            raise ValueError(f"{n_heads} query heads cannot share {n_kv} key/value heads evenly.")
+        return values.repeat_interleave(n_heads // n_kv, dim=-2)
 
     def neuron_out_weight(self, layer: int) -> torch.Tensor:
         """[d_mlp, d_model]: each MLP neuron's output direction (row n = neuron n)."""

@@ -16,6 +16,7 @@ Sites (each tensor is [batch, pos, ...]; a module that flattens tokens, like OPT
 
     resid_pre   [batch, pos, d_model]      the residual entering block b (the block's input ``hidden_states``)
     resid_post  [batch, pos, d_model]      block b's output hidden state (= what block b+1 reads)
+    attn_in     [batch, pos, d_model]      the attention module's input: the normed residual the attention reads
     attn_z      [batch, pos, head*d_head]  per-head outputs, the input of the attention output projection
     attn_out    [batch, pos, d_model]      the attention's write into the residual stream (that projection's output)
     mlp_pre     [batch, pos, d_mlp]        the MLP input projection's output: W_in x + b, or W_gate x when gated
@@ -55,6 +56,7 @@ class Site:
 SITES: dict[str, Site] = {
     "resid_pre": Site(None, "input"),
     "resid_post": Site(None, "output"),
+    "attn_in": Site("attn", "input"),
     "attn_z": Site("attn_out", "input"),
     "attn_out": Site("attn_out", "output"),
     "mlp_pre": Site("mlp_in", "output"),
@@ -225,7 +227,8 @@ def plan(adapter: Any, captures: Sequence[Capture], patches: Sequence[Patch]) ->
     return list(slots.values())
 
 
-SITE_ORDER = {"resid_pre": 0, "attn_z": 1, "attn_out": 2, "mlp_pre": 3, "mlp_act": 4, "mlp_out": 5, "resid_post": 6}
+SITE_ORDER = {"resid_pre": 0, "attn_in": 1, "attn_z": 2, "attn_out": 3, "mlp_pre": 4, "mlp_act": 5, "mlp_out": 6,
+              "resid_post": 7}
 """The order in which a block's sites are reached during its forward pass (every supported architecture runs the
 attention before the MLP, also the parallel ones): an executor that must visit sites in execution order (nnsight)
 sorts by (block, this)."""
