@@ -21,7 +21,7 @@ from ui.downloads import set_context
 from ui.sidebar import Selection, ndif_key, sidebar
 from ui.state import write_url
 
-SHARED_KEYS: tuple[str, ...] = ("model", "prompt")
+SHARED_KEYS: tuple[str, ...] = ("model", "prompt", "chat")
 
 
 REMOTE_NOTE = ("This page needs the model's weights and residual stream on this machine, so it does not run on NDIF "

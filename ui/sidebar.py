@@ -11,9 +11,11 @@ import streamlit as st
 import torch
 
 from core.model.loading import BUNDLED, ModelLoadError, ModelSpec, model_facts
+from core.model.prompts import BOS_RULE, chat_prompt, has_chat_template, token_table
 from core.model.session import ModelSession
 from core.validate import DEFAULT_DEVICE, DEFAULT_DTYPE, DTYPES, NDIF, model_source, split_precision
 from ui import cached
+from ui.downloads import csv_text, file_stem
 from ui.state import persistent, set_value, url_value
 
 DEFAULT_PROMPT = "The capital of France is"
@@ -48,9 +50,14 @@ def _precision_pickers(current: ModelSpec) -> tuple[str, str]:
 
 @dataclass(frozen=True)
 class Selection:
+    """What the sidebar hands every page: ``prompt`` is the text every analysis reads (the typed text, wrapped as a
+    chat turn when ``chat``); ``typed`` is the text as typed (the URL's ``prompt``)."""
+
     spec: ModelSpec
     session: ModelSession
     prompt: str
+    typed: str = ""
+    chat: bool = False
 
 
 def _model_picker() -> ModelSpec:
@@ -139,6 +146,57 @@ def _prompt_form() -> str:
     return prompt
 
 
+CHAT_KEY = "chat"
+"""URL key of the "Wrap as a chat turn" toggle (default off)."""
+_CHAT_HELP = ("Analyse the prompt as the model's chat template writes a user turn, followed by the assistant's "
+              "header: the text an assistant answers. Every page reads the wrapped text; the box keeps what you "
+              "typed. The Tokens list below shows exactly what the model reads.")
+
+
+def _parse_flag(raw: str) -> bool:
+    return str(raw).strip().lower() in ("1", "true", "yes", "on")
+
+
+def chat_toggle(session: ModelSession) -> bool:
+    """The "Wrap as a chat turn" toggle (URL ``chat``), for a model with a chat template; -> whether it is on (always
+    False for a model without one, which shows no toggle)."""
+    url_value(CHAT_KEY, False, parse=_parse_flag)  # a link's "chat=True" read as a flag before the widget sees it
+    if not has_chat_template(session.tokenizer):
+        return False
+    return bool(persistent(st.sidebar.toggle, CHAT_KEY, False, "Wrap as a chat turn", help=_CHAT_HELP))
+
+
+def analysed_prompt(session: ModelSession, typed: str, chat: bool) -> str:
+    """The text the pages analyse: ``typed``, wrapped as a user turn with the assistant's header when ``chat`` (an
+    empty prompt stays empty, so each page says so in its own words)."""
+    if not chat or not typed.strip():
+        return typed
+    try:
+        return chat_prompt(session.tokenizer, typed)
+    except ValueError as err:
+        st.sidebar.warning(str(err))
+        return typed
+
+
+def tokens_expander(session: ModelSession, prompt: str) -> None:
+    """The exact tokens the model reads (id, text with visible whitespace, special tokens marked), with a CSV
+    download and the BOS rule in one sentence."""
+    with st.sidebar.expander("Tokens"):
+        try:
+            ids = session.tokenize(prompt)
+        except ValueError as err:
+            st.caption(str(err))
+            return
+        table = token_table(session, ids)
+        st.caption(f"{len(table)} tokens, {int(table.special.sum())} special (✓).")
+        st.dataframe(table.drop(columns="position"), hide_index=False, height=min(300, 36 + 35 * len(table)),
+                     width="stretch", column_config={"special": st.column_config.CheckboxColumn("special", width=50),
+                                                     "id": st.column_config.NumberColumn("id", width=55)})
+        st.download_button("CSV", csv_text(table), f"{file_stem('tokens')}.csv", "text/csv", key="dl_tokens_csv",
+                           on_click="ignore", icon=":material/download:")
+        st.caption(BOS_RULE)
+
+
 def load_session(spec: ModelSpec) -> ModelSession | None:
     """The cached session for ``spec``, or None after showing why it cannot be had."""
     try:
@@ -163,9 +221,12 @@ def sidebar() -> Selection | None:
     session = load_session(spec)
     if session is None:
         return None
+    chat = chat_toggle(session)
+    typed, prompt = prompt, analysed_prompt(session, prompt, chat)
+    tokens_expander(session, prompt)
     where = "runs on NDIF (no weights here)" if session.remote else model_facts(session.model).describe()
     st.sidebar.caption(
         f"{spec.label()} · {session.adapter.n_layers} layers · d_model {session.adapter.d_model} · "
         f"{session.adapter.n_heads} heads · vocab {session.adapter.d_vocab:,} · {where}"
     )
-    return Selection(spec=spec, session=session, prompt=prompt)
+    return Selection(spec=spec, session=session, prompt=prompt, typed=typed, chat=chat)

@@ -93,9 +93,9 @@ def write_url(names: list[str]) -> None:
 
 
 def shared_params() -> dict[str, str]:
-    """The URL parameters every page shares (model and prompt), for page links."""
+    """The URL parameters every page shares (model, prompt, chat wrapping), for page links."""
     out = {}
-    for name in ("model", "prompt"):
+    for name in ("model", "prompt", "chat"):
         value = st.session_state.get(_state_key(name))
         if value:
             out[name] = str(value)

@@ -39,3 +39,9 @@ EXTRACTION_PRESET_NOTES: dict[str, str] = {
              "lens is available (tuned and affine once trained; `python -m core results` trains them when "
              "missing). About 5 minutes on 2 CPU cores, 10 with the learned lenses.",
 }
+
+
+# -- generation on the Lens page -------------------------------------------------------------------------------------
+MAX_NEW_TOKENS = 256
+"""The most new tokens one generation asks for (the page's and the CLI's bound)."""
+DEFAULT_NEW_TOKENS = 20

@@ -6,6 +6,7 @@ import argparse
 
 from core.analyses.params import DEFAULT_TOP_K, MAX_TOP_K
 from core.cli.common import add_format, add_model, check_model, check_sizes, load_session, log, print_frame
+from core.cli.generate import add_chat, chat_text
 
 # Every subcommand checks its input first (files, sizes, names; layers and neurons from config.json), before
 # torch, a model, a lens or a corpus pass is touched; names, bounds and defaults come from the analyses'
@@ -20,7 +21,8 @@ def cmd_lens(args: argparse.Namespace) -> None:
     from core.analyses.lens import run_lens  # torch: only once the input is checked
 
     session = load_session(args.model)
-    result = run_lens(session, args.prompt, top_k=args.top_k, targets=[args.target] if args.target else None)
+    prompt = chat_text(session, args.prompt, args.chat)  # --chat: the prompt as a user turn
+    result = run_lens(session, prompt, top_k=args.top_k, targets=[args.target] if args.target else None)
     for note in result.notes:
         log.warning("%s", note)
     if session.remote:
@@ -37,5 +39,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     lens.add_argument("--prompt", required=True)
     lens.add_argument("--top-k", type=int, default=DEFAULT_TOP_K)
     lens.add_argument("--target", default=None, help="target token text, e.g. ' Paris' (default: final top-1)")
+    add_chat(lens)
     add_format(lens)
     lens.set_defaults(func=cmd_lens)

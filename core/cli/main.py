@@ -13,10 +13,10 @@ import logging
 import sys
 
 from core import validate
-from core.cli import attention_mlp, contributions, depth, extraction, learned, lens, results, topics, topk
+from core.cli import attention_mlp, contributions, depth, extraction, generate, learned, lens, results, topics, topk
 
 log = logging.getLogger("layerscope")
-MODULES = (lens, contributions, extraction, learned, depth, topk, topics, attention_mlp, results)  # in the order of `--help`
+MODULES = (lens, generate, contributions, extraction, learned, depth, topk, topics, attention_mlp, results)  # in the order of `--help`
 
 
 class Parser(argparse.ArgumentParser):

@@ -25,6 +25,7 @@ from core.model.arch import Adapter
 from core.model.executors import LocalExecutor, Pass, PassOutput
 from core.model.hooks import Capture, Captured, Patch, hooked, residual_captures
 from core.model.loading import ModelSpec, eager_attention, load_model
+from core.model.prompts import encode
 from core.validate import NDIF
 from core.progress import Progress, no_progress
 
@@ -146,10 +147,12 @@ class ModelSession:
         return self._vocab_strings
 
     def tokenize(self, prompt: str) -> torch.Tensor:
-        """-> [pos] token ids; ValueError for an empty prompt or one longer than the context."""
+        """-> [pos] token ids under the one BOS rule of :func:`core.model.prompts.encode` (the tokenizer's own special
+        tokens, but no second BOS before a text that starts with the BOS token's text); ValueError for an empty
+        prompt or one longer than the context."""
         if prompt is None or not prompt.strip():
             raise ValueError("The prompt is empty: type some text to analyse.")
-        ids = self.tokenizer(prompt, return_tensors="pt").input_ids[0]
+        ids = torch.tensor(encode(self.tokenizer, prompt), dtype=torch.long)
         if ids.numel() == 0:
             raise ValueError("The prompt produced no tokens.")
         if ids.numel() > self.max_tokens:

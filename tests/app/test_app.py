@@ -114,7 +114,7 @@ def test_home_predicts_paris() -> None:
     assert f"predicts **{PARIS}**" in text
     assert at.query_params.get("prompt") == DEFAULT_PROMPT
     assert at.query_params.get("model") == "bundled"
-    assert len(charts(at)) == 1 and len(at.dataframe) == 1
+    assert len(charts(at)) == 1 and len(at.main.dataframe) == 1  # the sidebar holds the token table
 
 
 def test_home_with_prompt_in_url() -> None:
