@@ -103,3 +103,31 @@ def generation_snippet(model: str, prompt: str, max_new_tokens: int, sample: boo
               "frame = result.frame  # positions from gen.n_prompt on are the continuation",
               "print(frame)"]
     return "\n".join(lines) + "\n"
+
+
+def contributions_snippet(model: str, prompt: str, layer: int, position: int, target: int,
+                          other: int | None = None, threshold: float | None = None) -> str:
+    """The Contributions view: ``decompose`` of the residual at (layer, position) with each part's direct logit
+    attribution to the token id ``target`` (and ``other``), and with ``threshold`` the contribution graph into it."""
+    imports = ["from core.analyses.contributions import contribution_graph, decompose"]
+    lines = _head(model, imports, {"prompt": prompt}, False)
+    lines += [f"d = decompose(session, prompt, layer={int(layer)}, position={int(position)}, target={int(target)}, "
+              f"other={None if other is None else int(other)})",
+              "print(d.frame[d.frame.whole])  # embeddings + each block's attention and MLP + constant; "
+              "d.frame[d.frame.fine] splits attention into heads"]
+    if threshold is not None:
+        lines += [f"graph = contribution_graph(session, prompt, target_position={int(position)}, "
+                  f"layer={max(1, int(layer))}, threshold={float(threshold)!r})",
+                  "print(graph.edges)"]
+    return "\n".join(lines) + "\n"
+
+
+def attention_snippet(model: str, prompt: str, block: int, position: int, target: int) -> str:
+    """The Attention view: each head of ``block`` (1-based) at ``position``: its attention row, value-weighted
+    contributions, and the head's direct logit attribution to the token id ``target``."""
+    imports = ["from core.analyses.attention_heads import attention_at"]
+    lines = _head(model, imports, {"prompt": prompt}, False)
+    lines += [f"view = attention_at(session, prompt, {int(block)}, {int(position)}, target={int(target)})",
+              "print(view.heads)  # one row per head: write norm, DLA, top source",
+              "print(view.frame)  # one row per head x source position: attention, value-weighted"]
+    return "\n".join(lines) + "\n"

@@ -149,7 +149,8 @@ def lens_logits(adapter: Adapter, resid: torch.Tensor) -> torch.Tensor:
     """[d_model] a residual -> [vocab] its logit lens logits (the real final norm and unembedding, float32 CPU)."""
     weight = adapter.unembed_weight()
     with torch.no_grad():
-        return adapter.unembed(adapter.final_norm(resid[None].to(adapter.unembed_device, weight.dtype)))[0].float().cpu()
+        normed = adapter.final_norm(resid[None].to(adapter.unembed_device, weight.dtype))
+        return adapter.unembed(normed)[0].float().cpu()
 
 
 # -- input checks -------------------------------------------------------------------------------------------------
@@ -333,7 +334,8 @@ def top_tokens(session: ModelSession, vector: torch.Tensor, readout: FrozenReado
 # -- per-source attention contributions ---------------------------------------------------------------------------
 def _graph_pass(session: ModelSession, ids: torch.Tensor, layer: int) -> tuple:
     """One eager pass: residuals, attention inputs and outputs, MLP outputs of blocks 1..layer, and their attention
-    weights -> (resid [layer+1, pos, d], attn_in, attn_out, mlp_out [layer, pos, d], alpha per block [head, pos, pos])."""
+    weights -> (resid [layer+1, pos, d], attn_in, attn_out, mlp_out [layer, pos, d], alpha per block
+    [head, pos, pos])."""
     blocks = tuple(range(layer))
     captures = (Capture("resid_pre", (0,), row=0), Capture("resid_post", blocks, row=0),
                 Capture("attn_in", blocks, row=0), Capture("attn_out", blocks, row=0),
@@ -435,7 +437,6 @@ def contribution_graph(session: ModelSession, prompt: str | torch.Tensor, target
         raise ValueError(f"The prompt is {ids.numel()} tokens; the contribution graph reads at most "
                          f"{MAX_GRAPH_TOKENS} (it holds every block's attention weights). Shorten it.")
     ids = ids[: target_position + 1]  # later positions cannot reach the target (causal attention)
-    n_pos = ids.numel()
     resid, attn_in, attn_out, mlp_out, alphas = _graph_pass(session, ids, layer)
     parallel = adapter.mlp_reads_block_input()
     attn_w = _attention_stage(adapter, resid, attn_in, attn_out, alphas)  # [block, pos, 1 + source]

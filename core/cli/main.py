@@ -13,10 +13,12 @@ import logging
 import sys
 
 from core import validate
-from core.cli import attention_mlp, contributions, depth, extraction, generate, learned, lens, results, topics, topk
+from core.cli import (attention_mlp, contributions, depth, extraction, generate, learned, lens, patch, results, topics,
+                      topk)
 
 log = logging.getLogger("layerscope")
-MODULES = (lens, generate, contributions, extraction, learned, depth, topk, topics, attention_mlp, results)  # in the order of `--help`
+# in the order of `--help`
+MODULES = (lens, generate, patch, contributions, extraction, learned, depth, topk, topics, attention_mlp, results)
 
 
 class Parser(argparse.ArgumentParser):

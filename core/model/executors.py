@@ -25,9 +25,9 @@ import io
 import logging
 import sys
 import threading
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -52,6 +52,10 @@ class Pass:
     attentions      return every block's attention weights [batch, head, pos, pos] (float32, CPU)
     past_key_values a key/value cache of a prefix the ids continue   } local executor only
     keep_cache      return the pass's key/value cache                 } (``executor.kv_cache``)
+    start_block     run only blocks start_block.. (0-based) from ``resid``; the blocks before it do not run and
+                    their key/value cache entries are neither read nor written    } local executor, where
+    resid           [batch, pos, d_model] the residual stream entering block      } :func:`starts_at_block`
+                    ``start_block``, given instead of embedding ``input_ids`` (which then only give the shape)
     """
 
     input_ids: torch.Tensor
@@ -64,10 +68,17 @@ class Pass:
     attentions: bool = False
     past_key_values: Any = None
     keep_cache: bool = False
+    start_block: int = 0
+    resid: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.input_ids.ndim != 2:
             raise ValueError(f"A pass takes [batch, pos] ids; got shape {tuple(self.input_ids.shape)}.")
+        if self.resid is not None and (self.resid.ndim != 3 or self.resid.shape[:2] != self.input_ids.shape):
+            raise ValueError(f"A pass's resid is [batch, pos, d_model] like its ids {tuple(self.input_ids.shape)}; "
+                             f"got shape {tuple(self.resid.shape)}.")
+        if self.start_block and self.resid is None:
+            raise ValueError("A pass that starts at a later block needs the residual stream entering it (resid).")
         object.__setattr__(self, "captures", tuple(self.captures))
         object.__setattr__(self, "patches", tuple(self.patches))
 
@@ -107,6 +118,79 @@ def _on(kwargs: dict, device: torch.device) -> dict:
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
 
 
+# -- starting a pass at a later block ------------------------------------------------------------------------------
+START_BLOCK_TYPES: dict[str, str] = {
+    "llama": "loops over its ModuleList (sliced to num_hidden_layers); attention keys the cache by its layer_idx",
+    "mistral": "as llama; one mask (causal or sliding) for every layer",
+    "qwen2": "as llama, but the mask is config.layer_types[i] by loop index: all layer types must be equal",
+    "qwen3": "as qwen2",
+    "smollm3": "as qwen2; NoPE is config.no_rope_layers[layer_idx], read inside the attention by its own index",
+    "gpt_neox": "loops over its ModuleList; emb_dropout (identity in eval) on inputs_embeds; cache by layer_idx",
+    "gptj": "loops over its ModuleList (the loop index is unused); drop (identity in eval); cache by layer_idx",
+}
+"""``config.model_type`` -> why a forward pass of that model can start at block s: the model is called with
+``inputs_embeds`` = the residual entering block s and its block ModuleList replaced, for the call, by blocks s..
+(the same modules). This holds where (checked in transformers 5.23's modeling code) the model adds nothing to
+``inputs_embeds`` (no learned position embedding, projection or scale: not GPT-2, OPT, Gemma), the forward iterates
+its ModuleList without indexing per-layer config by the loop index (or every index means the same), each
+attention reads and writes the key/value cache by its own ``layer_idx``, and every sub-block module keeps tokens
+[batch, pos, d] (the hooks' shape hook sits on block 0, which does not run). Other model types are refused."""
+
+
+def starts_at_block(session: Any) -> bool:
+    """True when ``session`` can run a :class:`Pass` with ``start_block`` / ``resid`` (:data:`START_BLOCK_TYPES`):
+    the local executor, a model in eval mode of a listed type without position embedding or input projection, and
+    per-layer attention types all equal."""
+    if getattr(session.executor, "name", None) != "local":
+        return False
+    adapter, model = session.adapter, session.model
+    if adapter.model_type not in START_BLOCK_TYPES or model.training:
+        return False
+    if adapter.arch.pos_embed is not None or adapter.arch.embed_proj is not None:
+        return False
+    layer_types = getattr(model.config, "layer_types", None)
+    return not layer_types or len(set(layer_types)) == 1
+
+
+@contextmanager
+def _contiguous_unembedding(session: Any) -> Iterator[None]:
+    """Within the body, the unembedding reads a contiguous copy of its input when it is not contiguous. The model
+    slices the last position (``logits_to_keep=1``: a [batch, 1, d] view with the whole prompt's stride), and
+    torch's linear layer on that view unembeds row by row, streaming the [vocab, d] weight once per row: 10x slower
+    than one product at batch 64. Same values up to float rounding, so only passes that start from ``resid`` use it
+    (the others stay bit for bit equal to an nnsight trace of the same pass)."""
+    def pre_hook(_module, args):
+        if args and isinstance(args[0], torch.Tensor) and not args[0].is_contiguous():
+            return (args[0].contiguous(), *args[1:])
+        return None
+
+    handle = session.adapter.unembed_module.register_forward_pre_hook(pre_hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+@contextmanager
+def _blocks_from(session: Any, start: int) -> Iterator[None]:
+    """Within the body, the model's block ModuleList holds blocks ``start``.. only (the same modules, no copy); the
+    full list is put back on exit, also when the body raises. Call under the session's lock."""
+    if not start:
+        yield
+        return
+    model, path = session.model, session.adapter.arch.blocks
+    parent_path, _, name = path.rpartition(".")
+    parent = model.get_submodule(parent_path) if parent_path else model
+    full = getattr(parent, name)
+    if not 0 <= start <= len(full):
+        raise ValueError(f"Block {start} (0-based) does not exist: this model has blocks 0..{len(full) - 1}.")
+    setattr(parent, name, nn.ModuleList(list(full)[start:]))
+    try:
+        yield
+    finally:
+        setattr(parent, name, full)
+
+
 class LocalExecutor:
     """Runs passes with forward hooks on the model in this process (:func:`core.model.hooks.hooked`)."""
 
@@ -117,9 +201,20 @@ class LocalExecutor:
 
     def run(self, session: Any, p: Pass) -> PassOutput:
         kwargs = _on(forward_kwargs(session.model, p), session.device)
+        if p.resid is not None:
+            if not starts_at_block(session):
+                raise ValueError(f"A {session.adapter.model_type} model cannot start a pass at a later block "
+                                 "(see START_BLOCK_TYPES); run the whole prompt.")
+            dtype = session.model.get_input_embeddings().weight.dtype  # what the embedding would give
+            args, inputs = (), {"inputs_embeds": p.resid.to(session.device, dtype)}
+        else:
+            args, inputs = (p.input_ids.to(session.device),), {}
+        contiguous = p.logits and p.resid is not None
         with session.lock, session.attention_weights() if p.attentions else nullcontext(), \
+                _blocks_from(session, p.start_block), \
+                _contiguous_unembedding(session) if contiguous else nullcontext(), \
                 hooked(session.adapter, session.lock, p.captures, p.patches, p.stop_early) as got:
-            out = session.model(p.input_ids.to(session.device), **kwargs)
+            out = session.model(*args, **inputs, **kwargs)
             return PassOutput(got, _last_logits(out) if p.logits else None,
                               _attentions(out) if p.attentions else None,
                               getattr(out, "past_key_values", None) if p.keep_cache else None)
@@ -250,6 +345,8 @@ class NnsightExecutor:
     def run(self, session: Any, p: Pass) -> PassOutput:
         if p.past_key_values is not None or p.keep_cache:
             raise ValueError("A key/value cache cannot cross an nnsight trace; run the whole prompt.")
+        if p.resid is not None or p.start_block:
+            raise ValueError("An nnsight trace cannot start at a later block; run the whole prompt.")
         if p.attentions and self.mode == "ndif":
             raise ValueError("Attention weights are not available on NDIF (its models run the fused attention "
                              "kernel, which returns none); trace attention on a local model.")

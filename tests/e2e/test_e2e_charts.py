@@ -41,7 +41,7 @@ _PRESS_NEXT = """([labels, pressed]) => {
     const panels = [...main.querySelectorAll('[role="tabpanel"]')].filter(p => p.offsetParent !== null);
     const root = panels.length ? panels[panels.length - 1] : main;
     for (const b of root.querySelectorAll('button')) {
-        if (b.offsetParent === null || b.disabled) continue;
+        if (b.offsetParent === null || b.disabled || b.closest('[data-testid="stButtonGroup"]')) continue;  // not a view switch
         const text = (b.innerText || '').trim();
         if (labels.some(l => text.startsWith(l)) && !pressed.includes(text)) { b.click(); return text; }
     }
@@ -66,13 +66,13 @@ def _settled(tab) -> bool:
     return True
 
 
-def _run_jobs(tab) -> None:
+def _run_jobs(tab, labels: tuple[str, ...] = JOB_BUTTONS) -> None:
     """Press each visible job button (Run / Compare / Scan) of the shown panel once, then wait until the page is
     idle with no job showing progress."""
     pressed: set[str] = set()
     deadline = time.monotonic() + JOB_S
     while time.monotonic() < deadline:
-        label = tab.evaluate(_PRESS_NEXT, [list(JOB_BUTTONS), sorted(pressed)])
+        label = tab.evaluate(_PRESS_NEXT, [list(labels), sorted(pressed)])
         if label:
             pressed.add(label)
             tab.wait_for_timeout(1500)

@@ -12,7 +12,8 @@ from core.analyses.generation import generate
 from core.analyses.lens import compare_frames, run_lens
 from core.model.loading import ModelSpec
 from core.model.session import ModelSession
-from core.snippets import generation_snippet, lens_snippet, whatif_snippet
+from core.snippets import (attention_snippet, contributions_snippet, generation_snippet, lens_snippet,
+                           whatif_snippet)
 
 PROMPT = "The capital of France is"
 
@@ -94,3 +95,24 @@ def test_chat_snippets_wrap_the_prompt(session: ModelSession) -> None:
     assert "chat_prompt(session.tokenizer, prompt)" in code
     with pytest.raises(ValueError, match="no chat template"):  # the tiny tokenizer has none: the snippet says so
         run_snippet(code)
+
+
+def test_contributions_snippet(session: ModelSession) -> None:
+    from core.analyses.contributions import contribution_graph, decompose
+
+    target, other = 5, 9
+    got = run_snippet(contributions_snippet("bundled", PROMPT, layer=2, position=3, target=target, other=other,
+                                            threshold=0.05))
+    want = decompose(session, PROMPT, layer=2, position=3, target=target, other=other)
+    pd.testing.assert_frame_equal(got["d"].frame, want.frame)
+    graph = contribution_graph(session, PROMPT, target_position=3, layer=2, threshold=0.05)
+    pd.testing.assert_frame_equal(got["graph"].edges, graph.edges)
+
+
+def test_attention_snippet(session: ModelSession) -> None:
+    from core.analyses.attention_heads import attention_at
+
+    got = run_snippet(attention_snippet("bundled", PROMPT, block=2, position=-1, target=7))
+    want = attention_at(session, PROMPT, 2, -1, target=7)
+    pd.testing.assert_frame_equal(got["view"].frame, want.frame)
+    pd.testing.assert_frame_equal(got["view"].heads, want.heads)

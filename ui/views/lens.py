@@ -18,16 +18,19 @@ from core.analyses.lens import (
 )
 from core.analyses.params import DEFAULT_TOP_K, MAX_TOP_K
 from core.lenses.registry import LEARNED  # the lenses that need training first
+from core.snippets import lens_snippet, whatif_snippet
 from ui import cached
 from ui.charts import lens as charts
 from ui.downloads import chart_downloads, table_downloads
 from ui.format import after_block, auto_stride, layer_label, show_token
 from ui.page import stop_page
+from ui.snippets import show_snippet
 from ui.state import bound, set_value, url_list, url_value
 from ui.views import lens_training
 
 # besides the model and prompt every page keeps
-URL_KEYS = ["lens", "lens_b", "identity_prompt", "question_prompt", "question_bare_prompt", "color", "color_target",
+URL_KEYS = ["view", "lens", "lens_b", "identity_prompt", "question_prompt", "question_bare_prompt", "color",
+            "color_target",
             "top_k", "target", "stride", "positions", "cell", "whatif", "prompt_b", "whatif_color"]
 MAX_SHOWN_POSITIONS = 48
 """The widest window the heatmap shows (at 1280 px its cells are then colour only)."""
@@ -38,6 +41,25 @@ heatmap), which the slider widens up to :data:`MAX_SHOWN_POSITIONS`."""
 DEFAULT_SHOWN_POSITIONS = 24
 SIDE_BY_SIDE_POSITIONS = 12
 """Two heatmaps stand side by side up to this many positions, else one above the other (never squeezed)."""
+
+
+VIEWS = {"lens": "Lens", "patch": "Patching", "contrib": "Contributions", "attn": "Attention", "gen": "Generate"}
+"""The Lens page's views (URL key ``view``); only the chosen one runs, so each stays as fast as it is alone."""
+LOCAL_VIEWS = ("patch", "contrib", "attn", "gen")
+"""Views that need the model's weights here (not on NDIF)."""
+
+
+def view_picker(remote: bool = False) -> str:
+    """Which view of the prompt the page shows (bound to the URL); a model on NDIF gets the lens only."""
+    if remote:
+        set_value("view", "lens")
+        return "lens"
+    view = bound(st.segmented_control, "view", "lens", "View", options=list(VIEWS), format_func=VIEWS.get,
+                 label_visibility="collapsed")
+    if view is None:  # a click on the chosen segment deselects it: stay where we were
+        view = "lens"
+        set_value("view", view)
+    return view
 
 
 @dataclass(frozen=True)
@@ -265,6 +287,14 @@ def heatmaps(result: LensResult, other: LensResult | None, opts: LensOptions, n_
     return cell
 
 
+def lens_code(spec_key: str, prompt: str, opts: LensOptions, layers: tuple[int, ...],
+              positions: tuple[int, ...]) -> None:
+    """"Copy as code" for the heatmap: the core calls that give its table (the first lens; a second one is the same
+    call with its name)."""
+    show_snippet(lens_snippet(spec_key, prompt, opts.top_k, opts.targets, opts.lens, opts.target_prompt(opts.lens),
+                              list(layers), list(positions)))
+
+
 def selected_cell(spec_key: str, prompt: str, tokens: tuple[str, ...], opts: LensOptions, cell: tuple[int, int],
                   n_layers: int) -> None:
     """The cell picker, the cell's top-k table(s) and its position's trajectories over every layer, then the full
@@ -318,18 +348,32 @@ def heatmap(frame: pd.DataFrame, metric: str, cell: tuple[int, int], name: str =
     return cell
 
 
-def cell_picker(cell: tuple[int, int], layers: list[int], n_pos: int, tokens: tuple[str, ...]) -> None:
-    """Selectboxes for the cell (also what a keyboard or a test uses); a change selects the cell."""
+def cell_for_view(tokens: tuple[str, ...], n_layers: int, layer: bool = True) -> tuple[int, int]:
+    """The cell the Contributions and Attention views read: the one selected on the Lens heatmap (kept in the URL),
+    changeable here (``layer`` False: the position only, for a view that picks its block itself)."""
+    cell = current_cell(n_layers, len(tokens))
+    cell_picker(cell, list(range(n_layers + 1)), len(tokens), tokens, layer=layer)
+    cell = current_cell(n_layers, len(tokens))
+    set_value("cell", f"{cell[0]},{cell[1]}")
+    return cell
+
+
+def cell_picker(cell: tuple[int, int], layers: list[int], n_pos: int, tokens: tuple[str, ...],
+                layer: bool = True) -> None:
+    """Selectboxes for the cell (also what a keyboard or a test uses); a change selects the cell (``layer`` False:
+    the position only, the layer kept)."""
     lkey, pkey = f"w_cell_layer_{cell}_{n_pos}", f"w_cell_pos_{cell}_{n_pos}"
 
     def changed() -> None:
-        set_value("cell", f"{st.session_state[lkey]},{st.session_state[pkey]}")
+        chosen = st.session_state[lkey] if layer else cell[0]
+        set_value("cell", f"{chosen},{st.session_state[pkey]}")
 
     c1, c2 = st.columns(2)
-    c1.selectbox("Layer", layers, index=layers.index(cell[0]) if cell[0] in layers else len(layers) - 1,
-                 format_func=layer_label, key=lkey, on_change=changed)
-    c2.selectbox("Position", list(range(n_pos)), index=cell[1], key=pkey, on_change=changed,
-                 format_func=lambda p: f"{p} {show_token(tokens[p])}")
+    if layer:
+        c1.selectbox("Layer", layers, index=layers.index(cell[0]) if cell[0] in layers else len(layers) - 1,
+                     format_func=layer_label, key=lkey, on_change=changed)
+    (c2 if layer else c1).selectbox("Position", list(range(n_pos)), index=cell[1], key=pkey, on_change=changed,
+                                    format_func=lambda p: f"{p} {show_token(tokens[p])}")
 
 
 def _topk_table(result: LensResult, cell: tuple[int, int], title: str, key: str) -> None:
@@ -423,6 +467,8 @@ def what_if(spec_key: str, prompt_a: str, opts: LensOptions, layers: tuple[int, 
         notes.append(f"{reused} position(s) before the first edit were reused from A, not recomputed.")
     st.caption(" ".join(notes))
     chart_downloads(chart, diff, "what_if", key="dl_whatif")
+    show_snippet(whatif_snippet(spec_key, prompt_a, prompt_b, opts.top_k, opts.targets, opts.lens,
+                                opts.target_prompt(opts.lens), list(layers)))
     _inspect_b(event, res_b, tokens_b, layers)
     last_a, last_b = len(tokens_a) - 1, len(tokens_b) - 1
     both = pd.concat([res_a.targets[res_a.targets.position == last_a].assign(prompt="A"),
