@@ -23,17 +23,17 @@ def attention_view(spec_key: str, prompt: str, cell: tuple[int, int]) -> None:
     position = int(cell[1])
     n_layers = get_session(spec_key).adapter.n_layers
     blocks = list(range(1, n_layers + 1))
-    block = bound(st.selectbox, "attn_layer", max(1, int(cell[0])), "Block", parse=int, options=blocks,
+    c1, c2 = st.columns(2)
+    block = bound(c1.selectbox, "attn_layer", max(1, int(cell[0])), "Block", parse=int, options=blocks,
                   help="Block l writes residual layer l (1-based); its attention reads the stream after block l−1.")
     try:
         choices = cc.final_top(spec_key, prompt, position)
     except (ValueError, MemoryError) as err:
         stop_page(str(err))
     ids, names = [i for i, _ in choices], dict(choices)
-    c1, c2 = st.columns(2)
-    target = bound(c1.selectbox, "attn_target", ids[0], "DLA target", parse=int, options=ids,
+    target = bound(c2.selectbox, "attn_target", ids[0], "DLA target", parse=int, options=ids,
                    format_func=lambda i: show_token(names[i]), help="The model's final top-10 at this position.")
-    weighted = bound(c2.toggle, "attn_weighted", False, "Value-weighted (α·‖v W_O‖)",
+    weighted = bound(st.toggle, "attn_weighted", False, "Value-weighted (α·‖v W_O‖)",
                      parse=lambda v: v in ("True", "1", "true"),
                      help="Weigh each attention weight by the norm of what that source writes through the head "
                           "(Kobayashi et al. 2020).")
