@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from functools import lru_cache
 from typing import Any, Callable, TypeVar
 
@@ -20,6 +21,7 @@ from core.model.arch import loaded_named_parameters
 from core.paths import cache_dir
 
 T = TypeVar("T")
+log = logging.getLogger("layerscope")
 _SIZE_LIMIT = 4 * 2**30  # 4 GiB, least recently stored entries are evicted first
 
 
@@ -50,7 +52,13 @@ def cached(namespace: str, compute: Callable[[], T], **parts: Any) -> T:
     """Return the stored result for these parts, computing and storing it on a miss."""
     key = stable_key(namespace, **parts)
     store = results_cache()
-    hit = store.get(key, default=None)
+    try:
+        hit = store.get(key, default=None)
+    except Exception as err:  # a truncated or corrupted entry (killed mid-write, disk trouble): recompute it
+        log.warning("Cache entry %s (%s) cannot be read (%s: %s); computing it again.", key[:12], namespace,
+                    type(err).__name__, str(err)[:200])
+        store.delete(key)
+        hit = None
     if hit is not None:
         return hit
     value = compute()

@@ -17,12 +17,16 @@ import csv
 import hashlib
 import io
 import json
+import logging
 import random
 import re
 from functools import lru_cache
 from pathlib import Path
 
+from core import atomic
 from core.paths import cache_dir
+
+log = logging.getLogger("layerscope")
 
 WIKI_FILE = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 CORPORA = {
@@ -58,7 +62,10 @@ def wikipedia_articles() -> tuple[tuple[str, str], ...]:
     """(title, plain text) of the bundled articles; parsed once (about 5 s), then read from cache/."""
     stored = cache_dir() / "corpora" / "wikipedia.json"
     if stored.is_file():
-        return tuple((t, x) for t, x in json.loads(stored.read_text(encoding="utf-8")))
+        try:
+            return tuple((t, x) for t, x in json.loads(stored.read_text(encoding="utf-8")))
+        except (ValueError, TypeError) as err:  # truncated or corrupted: extract it again
+            log.warning("The stored corpus %s cannot be read (%s); extracting it again.", stored, err)
     # heavy optional: gensim loads only when a bundled corpus is read
     from gensim.corpora.wikicorpus import extract_pages, filter_wiki
 
@@ -68,8 +75,7 @@ def wikipedia_articles() -> tuple[tuple[str, str], ...]:
             plain = filter_wiki(text)
             if not plain.lstrip().upper().startswith("#REDIRECT"):
                 articles.append((title, plain))
-    stored.parent.mkdir(parents=True, exist_ok=True)
-    stored.write_text(json.dumps(articles, ensure_ascii=False), encoding="utf-8")
+    atomic.write_text(stored, json.dumps(articles, ensure_ascii=False))
     return tuple(articles)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -14,9 +15,12 @@ from safetensors.torch import load_file, save_file
 from tuned_lens.nn import TunedLens as PackageTunedLens
 from tuned_lens.nn import TunedLensConfig
 
+from core.atomic import replace_folder
 from core.cache import weight_fingerprint
 from core.model.session import ModelSession
 from core.paths import cache_dir
+
+log = logging.getLogger("layerscope")
 
 
 class TunedLens:
@@ -111,15 +115,18 @@ def lens_dir(session: ModelSession) -> Path:
 
 
 def save_lenses(session: ModelSession, trained: TrainedLenses) -> Path:
-    folder = lens_dir(session)
-    folder.mkdir(parents=True, exist_ok=True)
+    """Store the lenses in this model's folder under cache/lenses, atomically (:func:`core.atomic.replace_folder`):
+    a crash mid-write leaves the old lenses or none, never a folder that loads half-written."""
     state = {k: v.contiguous() for k, v in trained.tuned.lens.layer_translators.state_dict().items()}
-    save_file(state, str(folder / "params.safetensors"))
-    if trained.affine is not None:
-        save_file({"maps": trained.affine.maps.contiguous()}, str(folder / "affine.safetensors"))
-    (folder / "config.json").write_text(json.dumps(trained.tuned.lens.config.to_dict()))
-    (folder / "report.json").write_text(json.dumps({"model": session.identity(), **trained.report}, indent=1))
-    return folder
+
+    def fill(folder: Path) -> None:
+        save_file(state, str(folder / "params.safetensors"))
+        if trained.affine is not None:
+            save_file({"maps": trained.affine.maps.contiguous()}, str(folder / "affine.safetensors"))
+        (folder / "config.json").write_text(json.dumps(trained.tuned.lens.config.to_dict()))
+        (folder / "report.json").write_text(json.dumps({"model": session.identity(), **trained.report}, indent=1))
+
+    return replace_folder(lens_dir(session), fill)
 
 
 def import_lenses(session: ModelSession, folder: str | Path) -> Path:
@@ -135,8 +142,19 @@ def import_lenses(session: ModelSession, folder: str | Path) -> Path:
 
 
 def load_lenses(session: ModelSession, folder: Path | None = None) -> TrainedLenses | None:
-    """Lenses saved for this model (or read from ``folder``), else None. Only safetensors are read."""
-    folder = Path(folder) if folder else lens_dir(session)
+    """Lenses saved for this model (or read from ``folder``), else None. Only safetensors are read. A stored lens
+    that cannot be read (truncated, corrupted) is logged and reported as not trained (None), so it is trained
+    again; a corrupted folder the user named is a ValueError."""
+    if folder is None:
+        try:
+            return _read_lenses(session, lens_dir(session))
+        except ValueError as err:
+            log.warning("Ignoring the stored lenses in %s (%s); they will be trained again.", lens_dir(session), err)
+            return None
+    return _read_lenses(session, Path(folder))
+
+
+def _read_lenses(session: ModelSession, folder: Path) -> TrainedLenses | None:
     params = folder / "params.safetensors"
     if not params.is_file():
         if (folder / "params.pt").is_file():
@@ -145,13 +163,21 @@ def load_lenses(session: ModelSession, folder: Path | None = None) -> TrainedLen
         return None
     package_lens = new_package_lens(session)
     try:
-        package_lens.layer_translators.load_state_dict(load_file(str(params)))
+        tensors = load_file(str(params))
+    except Exception as err:  # safetensors raises its own error type for a truncated or corrupted file
+        raise ValueError(f"{params} cannot be read (truncated or corrupted): {str(err).splitlines()[0]}") from err
+    try:
+        package_lens.layer_translators.load_state_dict(tensors)
     except (RuntimeError, KeyError) as err:
         raise ValueError(f"The lens in {folder} does not fit this model: {str(err).splitlines()[0]}") from err
     package_lens.layer_translators.requires_grad_(False)
     maps_file = folder / "affine.safetensors"
-    maps = load_file(str(maps_file))["maps"] if maps_file.is_file() else None
     report_file = folder / "report.json"
-    report = json.loads(report_file.read_text()) if report_file.is_file() else {}
+    try:
+        maps = load_file(str(maps_file))["maps"] if maps_file.is_file() else None
+        report = json.loads(report_file.read_text()) if report_file.is_file() else {}
+    except Exception as err:
+        raise ValueError(f"{folder} holds a file that cannot be read (truncated or corrupted): "
+                         f"{str(err).splitlines()[0]}") from err
     affine = AffineLens(session, maps) if maps is not None else None
     return TrainedLenses(tuned=TunedLens(session, package_lens), affine=affine, report=report)

@@ -24,6 +24,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from core import atomic
 from core.paths import cache_dir
 
 log = logging.getLogger(__name__)
@@ -167,10 +168,12 @@ class ChatEndpoint:
     def __call__(self, prompt: str) -> str:
         stored = self._cache_file(prompt)
         if stored.is_file():
-            return json.loads(stored.read_text(encoding="utf-8"))["reply"]
+            try:
+                return json.loads(stored.read_text(encoding="utf-8"))["reply"]
+            except (ValueError, KeyError, TypeError):  # truncated or corrupted: ask again
+                pass
         reply = self._request(prompt)
-        stored.parent.mkdir(parents=True, exist_ok=True)
-        stored.write_text(json.dumps({"model": self.model, "prompt": prompt, "reply": reply}), encoding="utf-8")
+        atomic.write_text(stored, json.dumps({"model": self.model, "prompt": prompt, "reply": reply}))
         return reply
 
     def _request(self, prompt: str) -> str:

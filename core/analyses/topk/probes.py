@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from core import atomic
 from core.analyses.topk.saturation import _check_sat
 
 MIN_LAYER_FOR_PROBING = 5
@@ -125,9 +126,11 @@ class Probe:
         """Write ``<path>.npz`` (arrays) and ``<path>.json`` (metadata); returns the .npz path."""
         base = _probe_base(path)
         base.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(base.with_suffix(".npz"), mean=self.mean, scale=self.scale, coef=self.coef,
-                 intercept=self.intercept, classes=self.classes)
-        base.with_suffix(".json").write_text(json.dumps({"format": "layerscope-probe-1", **self.meta}, indent=1))
+        with atomic.atomic_path(base.with_suffix(".npz")) as tmp, open(tmp, "wb") as handle:  # whole or absent
+            np.savez(handle, mean=self.mean, scale=self.scale, coef=self.coef, intercept=self.intercept,
+                     classes=self.classes)
+        atomic.write_text(base.with_suffix(".json"), json.dumps({"format": "layerscope-probe-1", **self.meta},
+                                                                indent=1))
         return base.with_suffix(".npz")
 
     @classmethod
