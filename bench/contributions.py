@@ -15,9 +15,7 @@ import argparse
 import os
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 TARGET_S = 2.0
 PROMPT = ("The Eiffel Tower was built for the 1889 World's Fair in Paris. At first many artists disliked it, but "

@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 TEXT = ("The Eiffel Tower was built for the 1889 World's Fair in Paris. At first many artists disliked it, but "
         "today it is the most visited paid monument in the world, and its lights sparkle every evening over the "

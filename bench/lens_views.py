@@ -17,11 +17,9 @@ import sys
 import time
 from pathlib import Path
 
+from streamlit.testing.v1 import AppTest
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from streamlit.testing.v1 import AppTest  # noqa: E402
-
 LENS = ROOT / "app_pages" / "1_Lens.py"
 WORDS = ("The old harbour town of Saint Malo sits on the northern coast of Brittany, where the tides are among the "
          "highest in Europe and the").split()

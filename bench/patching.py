@@ -29,17 +29,15 @@ import argparse
 import os
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from core.analyses import patching  # noqa: E402
-from core.analyses.patching import patch_cells, patching_grid, resolve_metric  # noqa: E402
-from core.model.loading import ModelSpec  # noqa: E402
-from core.model.session import ModelSession  # noqa: E402
+from core.analyses import patching
+from core.analyses.patching import patch_cells, patching_grid, resolve_metric
+from core.model.loading import ModelSpec
+from core.model.session import ModelSession
 
 TAIL = (", the famous old iron landmark built for a world fair in the nineteenth century, stands today right in "
         "the middle of the city of")
