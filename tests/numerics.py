@@ -115,3 +115,16 @@ def assert_top1_saturation_within_ties(sat, final_ids, logits, rtol: float = LOG
     bad = ~((lo <= sat) & (sat <= hi))
     assert not bad.any(), f"{int(bad.sum())} saturation layers outside their near-tie bounds, e.g. " \
                           f"{sat[bad][:5].tolist()} for bounds {lo[bad][:5].tolist()}..{hi[bad][:5].tolist()}"
+
+
+def assert_same_greedy(ids_a, ids_b, logits_after, rtol: float = LOGIT_RTOL) -> None:
+    """Two greedy decodings of one prompt (different computations: with and without a cache, another library's
+    ``generate``) agree token for token up to their first difference, and a difference may only come where the
+    reference logits of the shared prefix (``logits_after(prefix_ids) -> [vocab]``) make both tokens an argmax up to
+    near-ties; after it the sequences may part ways (each continues its own choice)."""
+    a, b = [int(x) for x in _t(ids_a)], [int(x) for x in _t(ids_b)]
+    for k, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            assert_top1_within_ties(torch.tensor([x, y]), logits_after(torch.tensor(a[:k])).expand(2, -1), rtol)
+            return
+    assert len(a) == len(b), f"one greedy decoding stops where the other goes on ({len(a)} vs {len(b)} tokens)"
