@@ -199,27 +199,28 @@ def reset_on_new_prompt(prompt: str) -> bool:
     return True
 
 
-def position_window(n_pos: int) -> tuple[int, int]:
-    """Which positions the heatmap shows (all of a short prompt; a window of a long one, by default its end, where the
-    next token is predicted)."""
-    if n_pos <= SHOW_ALL_UP_TO:
-        set_value("positions", None)
+def position_window(n_pos: int, name: str = "positions", show_all: int = SHOW_ALL_UP_TO,
+                    width: int = DEFAULT_SHOWN_POSITIONS, help: str | None = None) -> tuple[int, int]:
+    """Which positions a heatmap shows (all of a short sequence, up to ``show_all``; a window of a long one, by default
+    its last ``width``, where the next token is predicted), kept in the URL under ``name``."""
+    if n_pos <= show_all:
+        set_value(name, None)
         return 0, n_pos - 1
-    default = f"{n_pos - DEFAULT_SHOWN_POSITIONS}-{n_pos - 1}"
+    default = f"{n_pos - width}-{n_pos - 1}"
     try:
-        start, end = (int(x) for x in str(url_value("positions", default, parse=str)).split("-"))
+        start, end = (int(x) for x in str(url_value(name, default, parse=str)).split("-"))
     except ValueError:
-        start, end = n_pos - DEFAULT_SHOWN_POSITIONS, n_pos - 1
+        start, end = n_pos - width, n_pos - 1
     start, end = max(0, min(start, n_pos - 1)), max(0, min(end, n_pos - 1))
     if end < start:
         start, end = end, start
-    chosen = st.slider("Positions shown", 0, n_pos - 1, (start, end), key=f"w_positions_{n_pos}",
-                       help=f"The prompt has {n_pos} tokens; up to {MAX_SHOWN_POSITIONS} are shown at once (more "
-                            "make cells unreadable). The full table below has every position.")
+    chosen = st.slider("Positions shown", 0, n_pos - 1, (start, end), key=f"w_{name}_{n_pos}",
+                       help=help or f"The prompt has {n_pos} tokens; up to {MAX_SHOWN_POSITIONS} are shown at once "
+                                    "(more make cells unreadable). The full table below has every position.")
     if chosen[1] - chosen[0] + 1 > MAX_SHOWN_POSITIONS:
         st.caption(f"Showing the last {MAX_SHOWN_POSITIONS} of the {chosen[1] - chosen[0] + 1} positions chosen.")
         chosen = (chosen[1] - MAX_SHOWN_POSITIONS + 1, chosen[1])
-    set_value("positions", f"{chosen[0]}-{chosen[1]}")
+    set_value(name, f"{chosen[0]}-{chosen[1]}")
     return int(chosen[0]), int(chosen[1])
 
 

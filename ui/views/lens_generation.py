@@ -20,11 +20,12 @@ from ui.format import auto_stride, show_token, strided_layers
 from ui.page import stop_page
 from ui.snippets import show_snippet
 from ui.state import bound, set_value, url_value
+from ui.views import lens as lens_view
 
 URL_KEYS = ["gen_n", "gen_sample", "gen_seed", "gen_temp", "gen_top_k", "gen_go", "gen_color", "gen_positions"]
 GENERATED_MARK = "▸"
 """Prefix of a generated position's token on the heatmap's axis (and in its tooltip)."""
-MAX_SHOWN = 48
+MAX_SHOWN = lens_view.MAX_SHOWN_POSITIONS
 """The widest window of positions the heatmap shows (the Lens view's limit)."""
 
 _FIELDS = {  # URL key -> (widget key, default, parse)
@@ -79,23 +80,9 @@ def _new_prompt(prompt: str) -> bool:
 
 def _window(total: int, n_prompt: int) -> tuple[int, int]:
     """Which positions the heatmap shows: all up to :data:`MAX_SHOWN`, else a window (by default the last ones)."""
-    if total <= MAX_SHOWN:
-        set_value("gen_positions", None)
-        return 0, total - 1
-    default = f"{total - MAX_SHOWN}-{total - 1}"
-    try:
-        start, end = (int(x) for x in str(url_value("gen_positions", default)).split("-"))
-    except ValueError:
-        start, end = total - MAX_SHOWN, total - 1
-    start, end = sorted((max(0, min(start, total - 1)), max(0, min(end, total - 1))))
-    chosen = st.slider("Positions shown", 0, total - 1, (start, end), key=f"w_gen_positions_{total}",
-                       help=f"{n_prompt} prompt + {total - n_prompt} generated tokens; up to {MAX_SHOWN} show at "
-                            "once. The table below has every position.")
-    if chosen[1] - chosen[0] + 1 > MAX_SHOWN:
-        st.caption(f"Showing the last {MAX_SHOWN} of the {chosen[1] - chosen[0] + 1} positions chosen.")
-        chosen = (chosen[1] - MAX_SHOWN + 1, chosen[1])
-    set_value("gen_positions", f"{chosen[0]}-{chosen[1]}")
-    return int(chosen[0]), int(chosen[1])
+    return lens_view.position_window(total, "gen_positions", show_all=MAX_SHOWN, width=MAX_SHOWN,
+                                     help=f"{n_prompt} prompt + {total - n_prompt} generated tokens; up to "
+                                          f"{MAX_SHOWN} show at once. The table below has every position.")
 
 
 def _use_as_prompt(text: str) -> None:
