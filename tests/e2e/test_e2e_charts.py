@@ -41,7 +41,8 @@ _PRESS_NEXT = """([labels, pressed]) => {
     const panels = [...main.querySelectorAll('[role="tabpanel"]')].filter(p => p.offsetParent !== null);
     const root = panels.length ? panels[panels.length - 1] : main;
     for (const b of root.querySelectorAll('button')) {
-        if (b.offsetParent === null || b.disabled || b.closest('[data-testid="stButtonGroup"]')) continue;  // not a view switch
+        // hidden, disabled, or a view switch (segmented control): not a job button
+        if (b.offsetParent === null || b.disabled || b.closest('[data-testid="stButtonGroup"]')) continue;
         const text = (b.innerText || '').trim();
         if (labels.some(l => text.startsWith(l)) && !pressed.includes(text)) { b.click(); return text; }
     }
@@ -83,6 +84,15 @@ def _run_jobs(tab, labels: tuple[str, ...] = JOB_BUTTONS) -> None:
     pytest.fail(f"jobs still running after {JOB_S} s (pressed {sorted(pressed)})")
 
 
+def screenshot(tab, path) -> None:
+    """A full-page screenshot of the whole main area (the viewport stretched to its height, then restored)."""
+    height = tab.evaluate("() => document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
+    tab.set_viewport_size({"width": VIEWPORT["width"], "height": min(int(height) + 40, 12_000)})
+    tab.wait_for_timeout(600)
+    tab.screenshot(path=str(path), full_page=True)
+    tab.set_viewport_size(VIEWPORT)
+
+
 def _overflowing_charts(tab) -> list[str]:
     """Charts in the shown panel whose drawing is wider than their container (scrolls sideways)."""
     return tab.evaluate(
@@ -116,9 +126,5 @@ def test_every_tab_with_results(server: str, page, url_path: str) -> None:  # no
         overflow = _overflowing_charts(page)
         if overflow:
             problems[name] = overflow
-        height = page.evaluate("() => document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
-        page.set_viewport_size({"width": VIEWPORT["width"], "height": min(int(height) + 40, 12_000)})
-        page.wait_for_timeout(600)
-        page.screenshot(path=str(ARTIFACTS / f"{url_path}_{i}_{_slug(name) or 'page'}.png"), full_page=True)
-        page.set_viewport_size(VIEWPORT)
+        screenshot(page, ARTIFACTS / f"{url_path}_{i}_{_slug(name) or 'page'}.png")
     assert not problems, f"charts wider than their container: {problems}"

@@ -8,9 +8,9 @@ tests/artifacts/lens_tools[/w<width>]/ (git-ignored).
 from __future__ import annotations
 
 import pytest
-from test_e2e import (PAGE_RUN_MS, ROOT, VIEWPORT, assert_no_errors, browser, page, server,  # noqa: F401 (fixtures)
+from test_e2e import (PAGE_RUN_MS, ROOT, assert_no_errors, browser, page, server,  # noqa: F401 (fixtures)
                       wait_until_ran)
-from test_e2e_charts import WIDTH, _overflowing_charts, _run_jobs
+from test_e2e_charts import WIDTH, _overflowing_charts, _run_jobs, screenshot
 
 ARTIFACTS = ROOT / "tests" / "artifacts" / "lens_tools" / (f"w{WIDTH}" if WIDTH else "")
 pytestmark = pytest.mark.e2e
@@ -39,9 +39,5 @@ def test_lens_tool_view(server: str, page, name: str) -> None:  # noqa: F811 (fi
         sidebar = page.locator('[data-testid="stSidebar"]').inner_text()
         assert "5 special" in sidebar, sidebar[-600:]  # SmolLM2's template: system + user + assistant markers
     overflow = _overflowing_charts(page)
-    height = page.evaluate("() => document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
-    page.set_viewport_size({"width": VIEWPORT["width"], "height": min(int(height) + 40, 12_000)})
-    page.wait_for_timeout(600)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-    page.set_viewport_size(VIEWPORT)
+    screenshot(page, ARTIFACTS / f"{name}.png")
     assert not overflow, f"charts wider than their container: {overflow}"
