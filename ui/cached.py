@@ -19,6 +19,7 @@ from core.model.loading import (BUNDLED, ModelSpec, available_memory, bundled_mo
 from core.model.session import ModelSession, Trace
 from core.paths import cache_dir
 from core.validate import BUNDLED_DIR
+from ui import hosting
 from ui.jobs import JobRegistry
 
 MAX_APP_TOKENS = 2048
@@ -91,7 +92,10 @@ def model_store() -> ModelStore:
 def get_session(spec_key: str) -> ModelSession:
     """One shared session per model and resolved dtype/device (``auto`` and what it resolves to share one);
     as many models are held as fit in memory."""
-    return model_store().get(ModelSpec.parse(spec_key).resolved())
+    spec = ModelSpec.parse(spec_key).resolved()
+    if hosting.hosted():  # the sidebar refuses first, with a message; this holds for every other caller
+        hosting.host().check_model(spec.source if spec.device != "ndif" else "NDIF: " + spec.source)
+    return model_store().get(spec)
 
 
 LENS_NAMES = registry.LABELS  # name -> display label, in the pickers' order
@@ -101,7 +105,9 @@ DEFAULT_TARGET_PROMPTS = {"identity": IDENTITY_PROMPT, "question": QUESTION_PROM
 @st.cache_resource
 def job_registry() -> JobRegistry:
     """Background jobs shared by every browser session of this server."""
-    return JobRegistry()
+    limits = hosting.host()
+    return JobRegistry(max_running=limits.max_jobs, max_age_s=limits.job_max_age_s,
+                       max_bytes=limits.job_max_mb * 2**20)
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)

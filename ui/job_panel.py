@@ -20,6 +20,13 @@ def watch(key: str) -> None:
             return
         if job.done:
             st.rerun()
+        if job.queued:
+            registry = job_registry()
+            place, stats = registry.position(job), registry.stats()
+            st.progress(0.0, text=f"{job.label}: waiting for a free worker, number {place} in the queue "
+                                  f"({stats['running']:.0f} of {registry.max_running} workers busy, "
+                                  f"{_duration(job.elapsed)} so far).")
+            return
         st.progress(job.fraction, text=f"{job.label}: {job.message} ({progress_text(job)})")
 
     _progress()
@@ -37,6 +44,13 @@ def progress_text(job) -> str:
 def _duration(seconds: float) -> str:
     seconds = max(0, int(round(seconds)))
     return f"{seconds} s" if seconds < 90 else f"{seconds // 60} min {seconds % 60:02d} s"
+
+
+def cancel_button(job, key: str) -> None:
+    """Cancel a waiting job (it leaves the queue at once) or a running one (it stops at its next progress step)."""
+    st.button("Cancel", key=key, on_click=lambda: job_registry().cancel(job),
+              help="A waiting job leaves the queue; a running one stops at its next progress step. Nothing half-done "
+                   "is stored.")
 
 
 def job_panel(key: str, label: str, work: Callable[[Progress], Any], *, button: str = "Run",
@@ -60,8 +74,7 @@ def job_panel(key: str, label: str, work: Callable[[Progress], Any], *, button: 
         return None
     if not job.done:
         watch(key)
-        st.button("Cancel", key=f"cancel_{button_key}", on_click=job.cancel,
-                  help="Stops at the job's next progress step; nothing half-done is stored.")
+        cancel_button(job, f"cancel_{button_key}")
         return None
     if job.cancelled:
         st.info(f"{label}: {job.error}")

@@ -14,7 +14,7 @@ from core.model.loading import BUNDLED, ModelLoadError, ModelSpec, model_facts
 from core.model.prompts import BOS_RULE, chat_prompt, has_chat_template, token_table
 from core.model.session import ModelSession
 from core.validate import DEFAULT_DEVICE, DEFAULT_DTYPE, DTYPES, NDIF, model_source, split_precision
-from ui import cached
+from ui import cached, hosting
 from ui.downloads import csv_text, file_stem
 from ui.state import persistent, set_value, url_value
 
@@ -68,6 +68,8 @@ def _model_picker() -> ModelSpec:
         st.sidebar.warning(f"{err} Opened with the defaults ({DEFAULT_DTYPE}, {DEFAULT_DEVICE}).")
         current = ModelSpec.parse(split_precision(text)[0])
     st.sidebar.subheader("Model")
+    if hosting.hosted():
+        return _hosted_picker(current)
     choice = persistent(st.sidebar.radio, "model_choice", _BUNDLED_CHOICE if current.source == BUNDLED
                         else _OTHER_CHOICE, "Model", [_BUNDLED_CHOICE, _OTHER_CHOICE], label_visibility="collapsed")
     source = BUNDLED
@@ -93,6 +95,29 @@ def _model_picker() -> ModelSpec:
         here = current if current.device != NDIF else replace(current, device=DEFAULT_DEVICE)  # NDIF unticked
         dtype, device = _precision_pickers(here)
         spec = ModelSpec(source=source, random_init=random_init, dtype=dtype, device=device)
+    set_value("model", spec.key())
+    return spec
+
+
+def _hosted_picker(current: ModelSpec) -> ModelSpec:
+    """A hosted server's picker: the bundled model or one the host listed (no free text, no NDIF); a link naming
+    another model opens the bundled one and says why."""
+    allowed = [BUNDLED, *hosting.host().models]
+    if current.source not in allowed or current.device == NDIF:
+        try:
+            hosting.host().check_model(current.source if current.device != NDIF else "NDIF: " + current.source)
+        except ValueError as err:
+            st.sidebar.warning(f"{err} Opened the bundled model instead.")
+        current = ModelSpec.parse(BUNDLED)
+        set_value("model_hosted", BUNDLED)
+    source = persistent(st.sidebar.selectbox, "model_hosted", current.source, "Model", allowed,
+                        format_func=lambda s: _BUNDLED_CHOICE if s == BUNDLED else s, label_visibility="collapsed",
+                        help="The models this hosted server offers (its host lists them).")
+    random_init = persistent(st.sidebar.checkbox, "model_random", current.random_init,
+                             "Random-init twin (same config and tokenizer, untrained)",
+                             help="The untrained baseline the papers compare against.")
+    dtype, device = _precision_pickers(current)
+    spec = ModelSpec(source=source, random_init=random_init, dtype=dtype, device=device)
     set_value("model", spec.key())
     return spec
 
@@ -200,6 +225,8 @@ def tokens_expander(session: ModelSession, prompt: str) -> None:
 def load_session(spec: ModelSpec) -> ModelSession | None:
     """The cached session for ``spec``, or None after showing why it cannot be had."""
     try:
+        if hosting.hosted():
+            hosting.host().check_model(spec.source if spec.device != NDIF else "NDIF: " + spec.source)
         model_source(spec.key())  # a folder without a model or a missing path: said before loading starts
     except ValueError as err:
         st.error(str(err))
@@ -216,6 +243,8 @@ def load_session(spec: ModelSpec) -> ModelSession | None:
 
 def sidebar() -> Selection | None:
     """Render the shared sidebar; returns the loaded selection, or None if the model failed to load."""
+    if hosting.settings_problem():
+        st.sidebar.error(hosting.settings_problem())
     spec = _model_picker()
     prompt = _prompt_form()
     session = load_session(spec)
@@ -225,6 +254,8 @@ def sidebar() -> Selection | None:
     typed, prompt = prompt, analysed_prompt(session, prompt, chat)
     tokens_expander(session, prompt)
     where = "runs on NDIF (no weights here)" if session.remote else model_facts(session.model).describe()
+    if hosting.hosted():
+        st.sidebar.caption(hosting.host().describe())
     st.sidebar.caption(
         f"{spec.label()} · {session.adapter.n_layers} layers · d_model {session.adapter.d_model} · "
         f"{session.adapter.n_heads} heads · vocab {session.adapter.d_vocab:,} · {where}"

@@ -47,16 +47,25 @@ def set_value(name: str, value: Any) -> None:
 
 
 def bound(widget_fn: Callable[..., Any], name: str, default: Any, *args: Any,
-          parse: Callable[[str], Any] = str, **kwargs: Any) -> Any:
+          parse: Callable[[str], Any] = str, samples: bool = False, **kwargs: Any) -> Any:
     """Render ``widget_fn(*args, key="w_<name>", **kwargs)`` with its value bound to the URL.
 
-    The widget starts from the URL-bound value and writes its value back after every run.
+    The widget starts from the URL-bound value and writes its value back after every run. A number outside the
+    widget's ``min_value``/``max_value`` (a link's ``n=-5``) is brought inside them, with a toast. ``samples``:
+    the value is a sample size, capped by a hosted server's ``max_samples`` (:mod:`ui.hosting`).
     """
     wkey = "w_" + name
     value = url_value(name, default, parse)
     options = kwargs.get("options", args[1] if len(args) > 1 else None)
     if options is not None and value not in list(options):
         value = default
+    if samples:
+        from ui.hosting import cap, hosted
+
+        kwargs["max_value"] = cap(kwargs.get("max_value"))
+        if hosted() and kwargs.get("help"):
+            kwargs["help"] += f" At most {kwargs['max_value']:,} on this hosted server."
+    value = _inside(name, value, kwargs.get("min_value"), kwargs.get("max_value"))
     # Re-assigned on every run, a change copied back by on_change before the rerun: a widget that a run did not draw
     # (a page stopped early, e.g. by a model that failed to load) comes back showing the value in use, never the
     # browser's leftover default (seen as top-k 1 / stride 1 after a failed load while the URL still said 5 / 2).
@@ -64,6 +73,21 @@ def bound(widget_fn: Callable[..., Any], name: str, default: Any, *args: Any,
     result = widget_fn(*args, key=wkey, on_change=lambda: set_value(name, st.session_state[wkey]), **kwargs)
     set_value(name, result)
     return result
+
+
+def _inside(name: str, value: Any, low: Any, high: Any) -> Any:
+    """``value`` clamped to [low, high] (either may be None), with a toast saying so; non-numbers pass through."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value
+    clamped = value
+    if high is not None and (clamped > high or clamped != clamped):
+        clamped = high
+    if low is not None and (clamped < low or clamped != clamped):
+        clamped = low
+    if clamped != value:
+        st.toast(f"{name} = {value} is outside {low}..{high}: using {clamped}.")
+        set_value(name, clamped)
+    return clamped
 
 
 def persistent(widget_fn: Callable[..., Any], name: str, default: Any, *args: Any, **kwargs: Any) -> Any:

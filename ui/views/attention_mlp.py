@@ -45,7 +45,7 @@ from core.cache import stable_key
 from core.data import CORPORA, corpus_texts, evaluation_texts, parse_user_texts
 from core.layers import layer_of_block, layers_of_blocks
 from core.model.session import ModelSession
-from ui import cached
+from ui import cached, hosting
 from ui import job_panel as jobs
 from ui.charts import attention_mlp as charts
 from ui.downloads import chart_downloads, table_downloads
@@ -174,11 +174,13 @@ def settings(session: ModelSession) -> Settings | None:
                        help="The paper uses the last blocks: GPT-2 small's 0-based layers 9-11 of 12, blocks 10-12 "
                             f"here; by default the last {len(defaults)}.")
     per_layer = int(bound(c2.number_input, "amlp_per_layer", DEFAULT_PER_LAYER, "Neurons per block", parse=int,
-                          min_value=1, max_value=200))
-    corpus = bound(c3.selectbox, "amlp_corpus", DEFAULT_CORPUS, "Corpus", options=list(CORPORA) + [UPLOAD],
+                          min_value=1, max_value=200, samples=True))
+    corpus = bound(c3.selectbox, "amlp_corpus", DEFAULT_CORPUS, "Corpus",
+                   options=list(CORPORA) + hosting.uploads([UPLOAD]),
                    format_func=lambda c: CORPORA.get(c, c))
     n_texts = int(bound(c4.number_input, "amlp_n_texts", 100, "Texts scanned", parse=int, min_value=1,
-                        max_value=10_000, step=10, help="Spread evenly over the corpus; more than it holds = all."))
+                        max_value=10_000, step=10, help="Spread evenly over the corpus; more than it holds = all.",
+                        samples=True))
     with st.expander("More settings"):
         scan, own, control, reject = _more_settings()
     try:

@@ -16,6 +16,7 @@ from core.analyses.attention_mlp.explainer import (
     score_labels,
     split_examples,
 )
+from ui import hosting
 from ui.downloads import table_downloads
 from ui.state import bound
 
@@ -101,8 +102,11 @@ def panel(prompts: pd.DataFrame, attributions: pd.DataFrame, head_label: str, ru
     """The explainer panel for one neuron-head (collapsed; off until the user picks a mode). The mode is in the URL;
     the endpoint's address, model and key are not (a link must never carry a key or point others at an endpoint)."""
     with st.expander("Explain this head (optional)", expanded=False):
-        mode = bound(st.radio, "amlp_explainer", "off", "Explainer", options=list(MODES), format_func=MODE_LABELS.get,
+        modes = [m for m in MODES if m != "endpoint" or not hosting.hosted()]
+        mode = bound(st.radio, "amlp_explainer", "off", "Explainer", options=modes, format_func=MODE_LABELS.get,
                      horizontal=True)
+        if hosting.hosted():
+            st.caption(f"Explainer endpoints: {hosting.OFF_HOSTED}")
         if mode == "off":
             st.caption("Off by default: nothing is sent anywhere. The paper asked GPT-4 for a 2-3 sentence "
                        "explanation from active/inactive examples, then scored it by asking Yes/No on held-out "
@@ -112,5 +116,5 @@ def panel(prompts: pd.DataFrame, attributions: pd.DataFrame, head_label: str, ru
         key = f"{neuron}_{head_label}_{rule}"
         if mode == "manual":
             _manual(examples, token, head_label, key)
-        else:
+        elif not hosting.hosted():
             _endpoint(examples, token, head_label, key)

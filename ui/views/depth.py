@@ -96,7 +96,7 @@ def _key(spec_key: str, lens_name: str, section: str, n: int, seed: int) -> str:
 def section_job(spec_key: str, lens_name: str, section: str, seed: int) -> dict[str, pd.DataFrame] | None:
     """Sample size + Run for one section; returns its frames once computed (None before)."""
     n = int(bound(st.number_input, f"depth_n_{section}", DEFAULT_N[section], f"n ({N_HELP[section]})", parse=int,
-                  min_value=1, max_value=2000))
+                  min_value=1, max_value=2000, samples=True))
     key = _key(spec_key, lens_name, section, n, seed)
     lens = cached.build_lens(spec_key, lens_name)
     session = cached.get_session(spec_key)

@@ -15,7 +15,7 @@ from core.cache import stable_key
 from core.data import CORPORA, corpus_texts, evaluation_texts, parse_user_texts, sample_texts
 from core.lenses.registry import LEARNED
 from core.progress import Progress
-from ui import cached
+from ui import cached, hosting
 from ui.charts.extraction import metric_chart
 from ui.downloads import show_chart, table_downloads
 from ui.job_panel import job_panel
@@ -70,10 +70,10 @@ def controls(spec_key: str) -> ExtractionRequest | None:
                for name, p in EXTRACTION_PRESETS.items()}
     preset_buttons(presets, "extraction", EXTRACTION_PRESET_NOTES)
     c1, c2, c3 = st.columns([1.4, 0.8, 0.8])
-    corpus = bound(c1.selectbox, "corpus", "wikipedia", "Corpus", options=list(CORPORA) + [UPLOAD],
+    corpus = bound(c1.selectbox, "corpus", "wikipedia", "Corpus", options=list(CORPORA) + hosting.uploads([UPLOAD]),
                    format_func=lambda c: CORPORA.get(c, c))
     n = int(bound(c2.number_input, "n", 100, "Texts (one random position each)", parse=int,
-                  min_value=5, max_value=3000, step=5))
+                  min_value=5, max_value=3000, step=5, samples=True))
     seed = int(bound(c3.number_input, "seed", 0, "Seed", parse=int, min_value=0, max_value=2**31 - 1))
     chosen = [m for m in url_list("methods", available) if m in cached.LENS_NAMES]
     st.session_state["w_methods"] = chosen  # re-assigned each run (a preset may have changed it), as ui.state.bound

@@ -12,7 +12,7 @@ from core.data import CORPORA
 from core.lenses.learned import import_lenses, lens_dir, save_lenses
 from core.lenses.training import TrainingConfig, train_lenses, training_split
 from core.progress import Progress
-from ui import cached
+from ui import cached, hosting
 from ui import job_panel as jobs
 from ui.charts.lens_training import kl_chart
 from ui.downloads import show_chart
@@ -45,6 +45,7 @@ def panel(spec_key: str) -> None:
     job = cached.job_registry().get(key)
     if job is not None and not job.done:
         jobs.watch(key)
+        jobs.cancel_button(job, "cancel_train_lenses")
         return
     if job is not None and job.error:
         st.error(f"Lens training failed: {job.error}")
@@ -60,15 +61,21 @@ def panel(spec_key: str) -> None:
                 f"residuals of ~12K tokens of the {CORPORA['wikipedia']}, a least-squares fit per layer, "
                 "then two minutes of KL refinement; then the held-out KL is measured.")
     with st.popover("Use a pretrained lens folder"):
-        folder = st.text_input("Folder with params.safetensors + config.json", key="w_lens_folder",
-                               help="Pickled params.pt files are refused: they can run code when loaded.")
-        if st.button("Load", key="load_lens_folder") and folder.strip():
+        if hosting.hosted():
+            st.caption(hosting.OFF_HOSTED)
+            folder = ""
+        else:
+            folder = st.text_input("Folder with params.safetensors + config.json", key="w_lens_folder",
+                                   help="Pickled params.pt files are refused: they can run code when loaded.")
+        if not hosting.hosted() and st.button("Load", key="load_lens_folder") and folder.strip():
             try:
                 saved = import_lenses(cached.get_session(spec_key), folder.strip())
                 cached.trained_lenses.clear()
                 st.success(f"Stored in {saved}.")
             except (ValueError, OSError) as err:
                 st.error(str(err))
+    if trained is not None and hosting.hosted():
+        return  # the stored lenses are every visitor's: a hosted server does not let one visitor replace them
     label = "Retrain lenses" if trained is not None else "Train tuned + affine lenses"
     if st.button(label, key="train_lenses"):
         cached.job_registry().forget(key)

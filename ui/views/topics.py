@@ -27,7 +27,7 @@ from core.cache import stable_key
 from core.layers import after_block, layer_entering
 from core.model.session import ModelSession
 from core.validate import text_folder
-from ui import cached
+from ui import cached, hosting
 from ui import job_panel as jobs
 from ui.charts import topics as charts
 from ui.downloads import chart_downloads, table_downloads
@@ -179,10 +179,14 @@ def settings() -> TopicParams:
         st.caption(f"Paper defaults: GPT-2 notebook θ = {PAPER_THRESHOLDS}, κ = {PAPER_SIZE_LIMITS} (used here); "
                    f"Llama notebook θ = (0.025, 1), κ = (10, 32); star_heuristic's own θ = {FUNCTION_THRESHOLDS}, "
                    f"κ = {FUNCTION_SIZE_LIMITS}. Topics have k = 10 words; windows of {WINDOW} words (fixed).")
-        corpus = bound(st.text_input, "topics_corpus", "", "Reference corpus",
-                       placeholder="empty = the bundled Wikipedia sample; or a folder of .txt files",
-                       help="A folder's .txt files are read as one document per blank-line paragraph "
-                            "(at most 200 MB).").strip() or "wikipedia"
+        if hosting.hosted():
+            st.caption(f"Reference corpus: the bundled Wikipedia sample. Corpus folders: {hosting.OFF_HOSTED}")
+            corpus = url_value("topics_corpus", "") or "wikipedia"  # a link's folder is refused by check()
+        else:
+            corpus = bound(st.text_input, "topics_corpus", "", "Reference corpus",
+                           placeholder="empty = the bundled Wikipedia sample; or a folder of .txt files",
+                           help="A folder's .txt files are read as one document per blank-line paragraph "
+                                "(at most 200 MB).").strip() or "wikipedia"
     return TopicParams(tau=int(tau), min_freq=int(min_freq), thresholds=(float(lo), float(hi)),
                        size_limits=(int(k_lo), int(k_hi)), time_limit=float(time_limit), corpus=corpus,
                        vocab_size=int(vocab))
@@ -200,6 +204,8 @@ def check(params: TopicParams) -> None:
     the analysis's own rules, and a corpus folder that does not exist or holds no .txt files."""
     params.check()
     if params.corpus not in ("", "wikipedia", "bundled"):
+        if hosting.hosted():
+            raise ValueError(f"Corpus folder {params.corpus!r}: {hosting.OFF_HOSTED}")
         text_folder(params.corpus)
 
 
@@ -394,7 +400,7 @@ def compare_tab(spec_key: str, ref: Reference, u: Unit, params: TopicParams) -> 
     st.caption("Units drawn at random (seed = the baseline seed above) from the block against the same number of "
                "random-permutation baselines, through the same pipeline and settings. " + MEASURED)
     n = int(_number(st, "topics_cmp_n", min(DEFAULT_COMPARE_N, u.n_units), "n (units sampled from the block)", 2,
-                    u.n_units))
+                    u.n_units, samples=True))
     frames = compare_job(spec_key, ref, u.mode, u.block, n, u.seed, params)
     if frames is not None:
         show_comparison(frames, params, u, f"topics_compare_{u.mode}_b{u.block}")

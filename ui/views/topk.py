@@ -105,13 +105,15 @@ def controls() -> TopkParams:
     d = TopkParams()  # the defaults live in core.analyses.topk.params (the CLI reads the same ones)
     c = st.columns(7)
 
-    def number(col, name: str, default: int, label: str, low: int, high: int, help: str | None = None) -> int:
+    def number(col, name: str, default: int, label: str, low: int, high: int, help: str | None = None,
+               samples: bool = False) -> int:
         clamp(name, default, low, high)
         return int(bound(col.number_input, name, default, label, parse=int, min_value=low, max_value=high,
-                         help=help))
+                         help=help, samples=samples))
 
     n = number(c[0], "topk_n", d.n, "Texts", 1, 2000,
-               "Bundled Wikipedia evaluation paragraphs (probing / early exit: the probe's training texts).")
+               "Bundled Wikipedia evaluation paragraphs (probing / early exit: the probe's training texts).",
+               samples=True)
     k = number(c[1], "topk_k", d.k, "k (top tokens)", 2, 20)
     seed = number(c[2], "topk_seed", d.seed, "Seed", 0, 2**31 - 1)
     max_tokens = number(c[3], "topk_max_tokens", d.max_tokens, "Max tokens per text", MIN_MAX_TOKENS, 2048,
@@ -119,7 +121,7 @@ def controls() -> TopkParams:
     tasks = number(c[4], "topk_tasks", d.n_tasks, "Probing tasks", 2, 20, "At most k: task i = determining the "
                    "rank-i token.")
     n_eval = number(c[5], "topk_eval", d.n_eval, "Early-exit texts", 1, 2000,
-                    "Evaluation texts, disjoint from the probe's training texts.")
+                    "Evaluation texts, disjoint from the probe's training texts.", samples=True)
     n_perm = number(c[6], "topk_perm", d.n_perm, "Permutations", 10, 100_000)
     # the per-position view draws its controls only once the saturation section ran: keep their URL values meanwhile
     url_value("topk_view_text", 0, int)

@@ -27,7 +27,7 @@ from core.analyses.topk.modalities import MAX_UPLOADS, decode_image, decode_wav
 from core.cache import stable_key
 from core.layers import block_of_layer, layer_of_block, paper_layer_note
 from core.validate import model_source
-from ui import cached
+from ui import cached, hosting
 from ui import job_panel as jobs
 from ui.charts import topk as charts
 from ui.downloads import show_chart, tables_expander
@@ -53,10 +53,12 @@ def _job(key: str, section: str, label: str, work: Callable[[Any], dict[str, pd.
                           caption="Results are cached on disk: a second run with the same settings is instant.")
 
 
-def _int(col: Any, name: str, default: int, label: str, low: int, high: int, help: str | None = None) -> int:
+def _int(col: Any, name: str, default: int, label: str, low: int, high: int, help: str | None = None,
+         samples: bool = False) -> int:
     """A number input bound to the URL (clamped into low..high first: a link made for another model)."""
     clamp(name, default, low, high)
-    return int(bound(col.number_input, name, default, label, parse=int, min_value=low, max_value=high, help=help))
+    return int(bound(col.number_input, name, default, label, parse=int, min_value=low, max_value=high, help=help,
+                     samples=samples))
 
 
 # -- the intervention tab ----------------------------------------------------------------------------------------
@@ -129,6 +131,8 @@ def show_intervention(frames: dict[str, pd.DataFrame]) -> None:
 def _uploads(kind: str) -> tuple[list[tuple[str, bytes]], list[str], list[str]]:
     """-> (files, transcripts, errors): files that decode, their transcripts, and one message per bad file."""
     what = "PNG/JPEG images" if kind == "vit" else "WAV files"
+    if hosting.hosted():
+        return [], [], []
     uploaded = st.file_uploader(f"Your {what} (optional)", type=UPLOAD_TYPES[kind], accept_multiple_files=True,
                                 key=f"w_topk_mod_files_{kind}") or []
     transcripts: list[str] = []
@@ -187,9 +191,14 @@ def modalities_tab() -> tuple[str, dict[str, pd.DataFrame] | None]:
         "or audio (tones, chirps, noise), plus your uploads.")
     c = st.columns([2, 3, 1, 1, 1, 1])
     kind = bound(c[0].radio, "topk_mod_kind", "vit", "Model", options=list(KIND_LABELS), format_func=KIND_LABELS.get)
-    model = str(bound(c[1].text_input, "topk_mod_model", "", "Weights: hub id or local folder (blank = tiny "
-                      "random-init demo)", placeholder="e.g. google/vit-base-patch16-224 or ./whisper-tiny")).strip()
-    n = _int(c[2], "topk_mod_n", 100, "Generated inputs", 0, 5000)
+    if hosting.hosted():
+        model = ""
+        c[1].caption(f"Weights: the tiny random-init demo. Other weights: {hosting.OFF_HOSTED}")
+    else:
+        model = str(bound(c[1].text_input, "topk_mod_model", "", "Weights: hub id or local folder (blank = tiny "
+                          "random-init demo)",
+                          placeholder="e.g. google/vit-base-patch16-224 or ./whisper-tiny")).strip()
+    n = _int(c[2], "topk_mod_n", 100, "Generated inputs", 0, 5000, samples=True)
     k = _int(c[3], "topk_mod_k", 5, "k", 2, 20)
     tasks = _int(c[4], "topk_mod_tasks", 3, "Probing tasks", 2, 20,
                  "The paper: 5 for ViT-L (chance 20 %), 4 for Whisper (25 %). The tiny demo rarely orders more than 3 "
