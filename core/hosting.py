@@ -7,13 +7,14 @@ upload or explainer endpoint. A host turns it on with an environment variable or
     LAYERSCOPE_HOSTED=1                       # hosted = true
     LAYERSCOPE_MODELS=gpt2,EleutherAI/pythia-160m   # models = ["gpt2", ...]  (besides the bundled one)
     LAYERSCOPE_MAX_SAMPLES=200                # max_samples = 200   (texts, prompts, documents, neurons per run)
+    LAYERSCOPE_MAX_PROMPT_TOKENS=512          # max_prompt_tokens   (the longest prompt analysed, hosted)
     LAYERSCOPE_MAX_JOBS=2                     # max_jobs = 2        (heavy jobs running at once; default: cores)
     LAYERSCOPE_JOB_MAX_AGE_S=3600             # job_max_age_s       (finished results kept unread this long)
     LAYERSCOPE_JOB_MAX_MB=512                 # job_max_mb          (finished results kept in memory, in all)
 
 Hosted, a visitor can use only the bundled model and the listed ones (their random-init twins too, which need
 no other files); local paths, uploads, lens folders, corpus folders, NDIF and explainer endpoints are off; every
-sample size is capped at ``max_samples``. The job limits apply in both modes.
+sample size is capped at ``max_samples`` and every prompt at ``max_prompt_tokens``. The job limits apply in both modes.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any, Mapping
 ENV_PREFIX = "LAYERSCOPE_"
 SECRETS_TABLE = "layerscope"
 DEFAULT_MAX_SAMPLES = 200
+DEFAULT_MAX_PROMPT_TOKENS = 512
 DEFAULT_JOB_MAX_AGE_S = 3600.0
 DEFAULT_JOB_MAX_MB = 512.0
 
@@ -47,6 +49,7 @@ class HostSettings:
     hosted: bool = False
     models: tuple[str, ...] = ()
     max_samples: int = DEFAULT_MAX_SAMPLES
+    max_prompt_tokens: int = DEFAULT_MAX_PROMPT_TOKENS
     max_jobs: int = field(default_factory=_cores)
     job_max_age_s: float = DEFAULT_JOB_MAX_AGE_S
     job_max_mb: float = DEFAULT_JOB_MAX_MB
@@ -76,7 +79,8 @@ class HostSettings:
             return "Local mode: every model, folder, upload and endpoint is open."
         listed = ", ".join(self.models) if self.models else "no others"
         return (f"Hosted server: the bundled model and {listed}; local paths, uploads, lens and corpus folders, NDIF "
-                f"and explainer endpoints are off; sample sizes at most {self.max_samples:,}; "
+                f"and explainer endpoints are off; sample sizes at most {self.max_samples:,}; prompts at most "
+                f"{self.max_prompt_tokens:,} tokens; "
                 f"{self.max_jobs} heavy job{'s' if self.max_jobs != 1 else ''} at a time.")
 
 
@@ -114,6 +118,7 @@ _FIELDS = {  # setting -> parser(name, raw)
     "hosted": _flag,
     "models": _models,
     "max_samples": lambda n, r: _number(n, r, int, 1),
+    "max_prompt_tokens": lambda n, r: _number(n, r, int, 1),
     "max_jobs": lambda n, r: _number(n, r, int, 1),
     "job_max_age_s": lambda n, r: _number(n, r, float, 1),
     "job_max_mb": lambda n, r: _number(n, r, float, 1),

@@ -166,9 +166,11 @@ def trace_store() -> TraceStore:
 
 
 def check_length(n_tokens: int) -> None:
-    if n_tokens > MAX_APP_TOKENS:
+    limit = hosting.host().max_prompt_tokens if hosting.hosted() else MAX_APP_TOKENS
+    if n_tokens > limit:
+        where = "this hosted server analyses" if hosting.hosted() else "the app analyses"
         raise ValueError(
-            f"The prompt is {n_tokens} tokens; the app analyses at most {MAX_APP_TOKENS} at once. "
+            f"The prompt is {n_tokens} tokens; {where} at most {limit} at once. "
             "Shorten it, or use `python -m core lens` for longer text."
         )
 

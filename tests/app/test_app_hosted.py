@@ -139,3 +139,12 @@ def test_lens_folders_are_off() -> None:
     assert not at.exception, [e.message for e in at.exception]
     assert not [t for t in at.text_input if t.key == "w_lens_folder"]
     assert "Off on this hosted server" in _texts(at)
+
+
+def test_a_prompt_longer_than_the_hosts_limit_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LAYERSCOPE_MAX_PROMPT_TOKENS", "8")
+    hosting._host.clear()
+    at = _run("1_Lens.py", prompt="one two three four five six seven eight nine ten eleven twelve")
+    assert not at.exception, [e.message for e in at.exception]
+    assert any("this hosted server analyses at most 8" in e.value for e in at.error)
+    assert not at.get("vega_lite_chart")  # nothing analysed
