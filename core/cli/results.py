@@ -18,16 +18,26 @@ def cmd_results(args: argparse.Namespace) -> None:
     out = Path(args.out)
     if out.suffix.lower() != ".md":
         raise ValueError(f"--out must name a .md file (got {args.out!r}).")
-    from core.results import collect, markdown, write_atomic  # torch loads with the analyses, after the checks
+    kept: list[dict] = []
+    if args.update:
+        from core.results import read_rows
+
+        if not out.is_file():
+            raise ValueError(f"--update needs an existing {out.name} to keep the other pages' rows from ({out}).")
+        try:
+            kept = read_rows(out.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as err:
+            raise ValueError(f"--update cannot read {out}: {err}") from None
+    from core.results import collect, markdown, merge, write_atomic  # torch loads with the analyses, after the checks
 
     session = load_session(args.model)
     bar = Bar("results")
     rows, seconds = collect(session, pages, bar)
     bar.close()
     command = "python -m core results" + ("" if args.preset == "paper" else f" --preset {args.preset}") + (
-        " --pages " + " ".join(args.pages) if args.pages else "")
-    write_atomic(out, markdown(rows, session.spec.label(), command, seconds))
-    print(f"{len(rows)} claims written to {out}")
+        " --update" if args.update else "") + (" --pages " + " ".join(args.pages) if args.pages else "")
+    write_atomic(out, markdown(merge(kept, rows), session.spec.label(), command, seconds))
+    print(f"{len(rows)} claims written to {out}" + (f" ({len(kept)} rows kept from before)" if kept else ""))
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -39,5 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     results.add_argument("--pages", nargs="*", metavar="PAGE[=PRESET]",
                          help=f"only these pages (default all: {', '.join(PAPERS)}); PAGE=quick runs one page at "
                               "another preset")
+    results.add_argument("--update", action="store_true",
+                         help="rewrite only the --pages' rows; keep the other pages' rows (and where they were made) "
+                              "from the existing file")
     results.add_argument("--out", default=str(PROJECT_ROOT / "RESULTS.md"), help="where to write (default RESULTS.md)")
     results.set_defaults(func=cmd_results)

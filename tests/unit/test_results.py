@@ -64,3 +64,41 @@ def test_results_md_in_the_repo_covers_every_paper() -> None:
     assert pages == {label for _, _, label in PAPERS.values()}, pages
     words = ("holds", "does not hold", "cannot tell at this n", "cannot tell yet")
     assert all(any(f"| {w} |" in line for w in words) for line in table)
+
+
+def test_rows_round_trip_through_the_file_and_update_keeps_the_other_pages() -> None:
+    import math
+
+    from core.results import merge, read_rows
+
+    first = markdown(_rows(), "bundled", "python -m core results", {"depth": 12.0, "topk": 3.0, "extraction": 1.0})
+    kept = read_rows(first)
+    assert [r["claim"] for r in kept] == [r["claim"] for r in _rows()]
+    assert all(r["run"]["command"] == "python -m core results" for r in kept)
+    assert math.isnan(kept[-1]["estimate"]) and kept[0]["n"] == 100
+    redo = verdict_row(proportion_verdict("a coin is biased", 60, 100, threshold=0.5))
+    rows = merge(kept, [{"page": "topk", "preset": "paper", **redo}])
+    assert [r["page"] for r in rows] == ["extraction", "extraction", "depth", "topk"]  # PAPERS order, topk replaced
+    second = markdown(rows, "bundled", "python -m core results --update --pages topk", {"topk": 99.0})
+    assert "Made by `python -m core results` on " in second and "; and by `python -m core results --update --pages " \
+        "topk`" in second
+    assert "| Top-k order | Paper settings | a coin is biased |" in second
+    assert [line for line in first.splitlines() if line.startswith("| ") and "most picks flip" in line] == \
+        [line for line in second.splitlines() if line.startswith("| ") and "most picks flip" in line]  # as before
+    assert len(read_rows(second)) == 4
+
+
+def test_a_file_without_rows_as_data_is_refused_for_update() -> None:
+    from core.results import read_rows
+
+    with pytest.raises(ValueError, match="older version"):
+        read_rows("| paper | preset |\n")
+    with pytest.raises(ValueError, match="cannot be read"):
+        read_rows("<!-- layerscope-results [{ -->")
+
+
+def test_the_committed_results_file_can_be_updated() -> None:
+    from core.results import read_rows
+
+    rows = read_rows((Path(__file__).resolve().parents[2] / "RESULTS.md").read_text(encoding="utf-8"))
+    assert {r["page"] for r in rows} == set(PAPERS)
