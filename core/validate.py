@@ -11,6 +11,7 @@ import importlib.util
 import json
 import math
 import re
+import stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,12 +25,22 @@ BUNDLED_DIR = "smollm2-135m-instruct"  # the converted bundled model under cache
 CORPUS_SUFFIXES = (".txt", ".jsonl", ".csv")
 MAX_CORPUS_BYTES = 200 * 2**20
 _WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$", re.ASCII)
+MAX_HUB_ID = 96  # the hub's longest repository id
+MAX_SEED = 2**31 - 1  # the pages' bound on every seed (each RNG the analyses use takes it)
+MAX_SPECIAL_TOKENS = 8
 
 
-def one_line(text: str) -> str:
-    """``text`` with its line breaks folded, so every message is a single line."""
-    return " ".join(str(text).split())
+def one_line(text: str, limit: int | None = None) -> str:
+    """``text`` with its line breaks folded, so every message is a single line, and characters a terminal would act
+    on (controls, a right-to-left override) escaped; with ``limit``, a longer message (one echoing a 10,000-character
+    value) keeps its start and end around an ellipsis."""
+    text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                   for c in " ".join(str(text).split()))
+    if limit is not None and len(text) > limit:
+        head = limit * 2 // 3
+        text = f"{text[:head]} … {text[-(limit - head - 3):]}"
+    return text
 
 
 # -- sizes ---------------------------------------------------------------------------------------------------
@@ -76,6 +87,19 @@ def int_list(flag: str, text: str) -> list[int]:
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise ValueError(f"{flag} must be comma-separated whole numbers, not {text!r}.") from None
+
+
+def position(what: str, value: int, *prompts: str) -> int:
+    """``value`` unless no prompt of these could have that token position (negative ones count from the end).
+
+    A tokenizer turns a text into at most one token per UTF-8 byte plus a few special tokens, so a position beyond
+    that is refused before any model loads; whether it exists in the tokenized prompt is checked once the model's
+    tokenizer has read it."""
+    longest = min(len(p.encode("utf-8", "surrogatepass")) for p in prompts) + MAX_SPECIAL_TOKENS
+    if isinstance(value, bool) or not isinstance(value, int) or not -longest <= value < longest:
+        raise ValueError(f"{what} {value} does not exist: the prompt has fewer than {longest} tokens "
+                         "(negative positions count from the end).")
+    return value
 
 
 # -- precision and devices ----------------------------------------------------------------------------------
@@ -172,6 +196,28 @@ def looks_like_path(source: str) -> bool:
     return source.startswith((".", "/", "~", "\\")) or bool(re.match(r"^[A-Za-z]:[\\/]", source))
 
 
+def user_path(text: str) -> Path:
+    """``text`` as a path, ``~`` expanded where it names a user this machine has."""
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:  # ~someone who is not a user here: the path as typed (it then does not exist)
+        return Path(text)
+
+
+def path_kind(path: Path) -> str | None:
+    """What is at ``path``: 'dir', 'file' or 'other' (a device such as /dev/null); None when nothing is, or when no
+    file can have that name (too long, a NUL byte), so such a name gets the same message as a missing file."""
+    try:
+        mode = path.stat().st_mode
+    except (OSError, ValueError):
+        return None
+    return "dir" if stat.S_ISDIR(mode) else "file" if stat.S_ISREG(mode) else "other"
+
+
+def _hub_id(source: str) -> bool:
+    return len(source) <= MAX_HUB_ID and bool(_HUB_ID.match(source))
+
+
 def model_folder(path: Path, need_weights: bool = True) -> Path:
     """ValueError unless ``path`` is a folder with a model: config.json (and weights when ``need_weights``)."""
     if not (path / "config.json").is_file():
@@ -200,33 +246,47 @@ def model_source(text: str, need_weights: bool = True) -> str:
         return ndif_source(source, random_init)
     if source == BUNDLED:
         return source
-    path = Path(source).expanduser()
+    path = user_path(source)
+    kind = path_kind(path)
     if path.suffix.lower() == ".gguf":
-        if not path.is_file():
+        if kind != "file":
             raise ValueError(f"No such .gguf file: {source!r}.")
+        gguf_file(path)
         return source
-    if path.is_dir():
+    if kind == "dir":
         model_folder(path, need_weights and not random_init)
         return source
-    if path.exists():
+    if kind is not None:
         raise ValueError(f"{source!r} is a file, not a model: give a model folder (config.json + weights), "
                          "a .gguf file or a hub id.")
     if looks_like_path(source):
         raise ValueError(f"No model folder at {source!r}: no such folder.")
-    if not _HUB_ID.match(source):
+    if not _hub_id(source):
         raise ValueError(f"{source!r} is neither a local folder nor a hub id such as 'gpt2' or "
                          "'EleutherAI/pythia-160m'.")
     return source
+
+
+def gguf_file(path: Path) -> Path:
+    """ValueError unless ``path`` starts with GGUF's magic bytes (its weights are read only when the model loads)."""
+    try:
+        with open(path, "rb") as handle:
+            magic = handle.read(4)
+    except OSError as err:
+        raise ValueError(f"{str(path)!r} cannot be read ({one_line(err)}).") from None
+    if magic != b"GGUF":
+        raise ValueError(f"{str(path)!r} is not a GGUF file (it does not start with the GGUF magic bytes).")
+    return path
 
 
 def ndif_source(source: str, random_init: bool = False) -> str:
     """``source`` when NDIF can serve it (a hub id), else a one-line ValueError saying what runs where."""
     if random_init:
         raise ValueError("A random-init twin has no weights on NDIF: run it locally (device cpu or cuda).")
-    if source == BUNDLED or looks_like_path(source) or Path(source).expanduser().exists():
+    if source == BUNDLED or looks_like_path(source) or path_kind(user_path(source)) is not None:
         raise ValueError(f"NDIF runs hub models it serves (such as meta-llama/Llama-3.1-70B), not "
                          f"{'the bundled model' if source == BUNDLED else 'local files'}: run {source!r} locally.")
-    if not _HUB_ID.match(source):
+    if not _hub_id(source):
         raise ValueError(f"{source!r} is not a hub id such as 'meta-llama/Llama-3.1-8B' (NDIF serves hub models).")
     return source
 
@@ -275,10 +335,10 @@ def _config_path(source: str) -> Path | None:
     if source == BUNDLED:
         path = cache_dir() / "models" / BUNDLED_DIR / "config.json"
         return path if path.is_file() else None
-    path = Path(source).expanduser()
-    if path.is_dir():
-        return path / "config.json" if (path / "config.json").is_file() else None
-    if path.suffix.lower() == ".gguf" or looks_like_path(source):
+    path = user_path(source)
+    if path_kind(path) == "dir":
+        return path / "config.json" if path_kind(path / "config.json") == "file" else None
+    if path.suffix.lower() == ".gguf" or looks_like_path(source) or not _hub_id(source):
         return None
     from huggingface_hub import try_to_load_from_cache  # optional: the hub cache is asked only for hub ids
 
@@ -291,6 +351,12 @@ def model_dims(text: str) -> ModelDims | None:
     (a .gguf file, a hub id not in the local cache, the bundled model before its first conversion)."""
     path = _config_path(split_model(text)[0])
     return dims_from_config(read_config(path)) if path is not None else None
+
+
+def model_vocab(text: str) -> int | None:
+    """The vocabulary size in the config.json of the model ``text`` names (None when there is none here)."""
+    path = _config_path(split_model(text)[0])
+    return _first(read_config(path), ("vocab_size",)) if path is not None else None
 
 
 def block(flag: str, value: int, n_layers: int, first: int = 0) -> int:
@@ -313,7 +379,7 @@ def corpus_file(path: Path, max_bytes: int = MAX_CORPUS_BYTES) -> list[str]:
     """The texts of a .txt/.jsonl/.csv corpus file (parsed as text, never unpickled)."""
     from core.data import parse_user_texts  # torch-free module: the corpus parser loads only for a corpus file
 
-    if path.is_dir():
+    if path_kind(path) == "dir":
         raise ValueError(f"{str(path)!r} is a folder; give a {'/'.join(CORPUS_SUFFIXES)} file.")
     if path.suffix.lower() not in CORPUS_SUFFIXES:
         raise ValueError(f"{str(path)!r} is not a .txt, .jsonl or .csv file: give one of those.")
@@ -325,12 +391,16 @@ def corpus_file(path: Path, max_bytes: int = MAX_CORPUS_BYTES) -> list[str]:
 
 def corpus(text: str, bundled: Sequence[str]) -> list[str] | None:
     """A ``--corpus``: None for a bundled corpus name, else the parsed texts of the file it names."""
-    path = Path(text).expanduser()
-    if path.is_file():
+    if not text.strip():
+        raise ValueError(f"The corpus is empty: choose from {', '.join(bundled)}, or give a "
+                         f"{'/'.join(CORPUS_SUFFIXES)} file.")
+    path = user_path(text)
+    kind = path_kind(path)
+    if kind == "file":
         return corpus_file(path)
     if text in bundled:
         return None
-    if path.exists():
+    if kind is not None:
         return corpus_file(path)
     if path.suffix.lower() in CORPUS_SUFFIXES or looks_like_path(text) or "/" in text:
         raise ValueError(f"No such corpus file: {text!r}.")
@@ -340,10 +410,11 @@ def corpus(text: str, bundled: Sequence[str]) -> list[str] | None:
 
 def text_folder(text: str, max_bytes: int = MAX_CORPUS_BYTES) -> Path:
     """A folder of .txt files (searched recursively, at most ``max_bytes`` in all), without reading them."""
-    path = Path(text).expanduser()
-    if not path.exists():
+    path = user_path(text)
+    kind = path_kind(path)
+    if kind is None:
         raise ValueError(f"The corpus folder {text!r} does not exist.")
-    if not path.is_dir():
+    if kind != "dir":
         raise ValueError(f"{text!r} is not a folder: give a folder of .txt files.")
     files = [p for p in path.rglob("*.txt") if p.is_file()]
     if not files:
@@ -358,8 +429,10 @@ def text_folder(text: str, max_bytes: int = MAX_CORPUS_BYTES) -> Path:
 # -- lenses --------------------------------------------------------------------------------------------------
 def lens_folder(text: str) -> Path:
     """A pretrained lens folder: params.safetensors with a readable safetensors header (pickles refused)."""
-    path = Path(text).expanduser()
-    if not path.is_dir():
+    if not text.strip():
+        raise ValueError("No lens folder given: name a folder with params.safetensors + config.json.")
+    path = user_path(text)
+    if path_kind(path) != "dir":
         raise ValueError(f"No lens folder at {text!r}.")
     params = path / "params.safetensors"
     if not params.is_file():

@@ -43,5 +43,6 @@ EXTRACTION_PRESET_NOTES: dict[str, str] = {
 
 # -- generation on the Lens page -------------------------------------------------------------------------------------
 MAX_NEW_TOKENS = 256
+MAX_TEMPERATURE = 10.0  # the highest sampling temperature the Generate view and the CLI take
 """The most new tokens one generation asks for (the page's and the CLI's bound)."""
 DEFAULT_NEW_TOKENS = 20

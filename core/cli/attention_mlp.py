@@ -24,7 +24,8 @@ from core.analyses.attention_mlp.params import (
 from core.cli.common import Bar, add_format, add_model, check_model, check_sizes, default_of, load_session, print_frame
 from core.layers import layers_of_blocks
 
-BOUNDS = {"per_layer": (1, None), "n_texts": (1, 100_000), "window": (2, 65_536), "top": (1, 10_000)}
+BOUNDS = {"per_layer": (1, None), "n_texts": (1, 100_000), "window": (2, 65_536), "top": (1, 10_000),
+          "seed": (0, validate.MAX_SEED)}
 
 
 def _blocks(text: str, n_layers: int) -> list[int]:
@@ -53,6 +54,9 @@ def check_args(args: argparse.Namespace) -> list[str]:
     validate.choice("table", args.table, TABLES)
     check_sizes(args, BOUNDS)
     blocks = validate.int_list("--blocks", args.blocks)
+    if args.blocks.strip() and not blocks:
+        raise ValueError("--blocks is empty: give comma-separated 1-based blocks, e.g. 27,28, or leave it out for "
+                         "the last blocks.")
     dims = check_model(args.model)
     if dims is not None:
         for block in blocks:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from core import validate
 from core.cli.common import add_model, check_model, load_session, log, print_frame
 
 FORMATS = ("table", "csv", "json")
@@ -25,6 +26,7 @@ def check_args(args: argparse.Namespace) -> None:
     dims = check_model(args.model)
     if not args.prompt.strip():
         raise ValueError("--prompt is empty: give the text to analyse.")
+    validate.position("--position", args.position, args.prompt)
     if args.layer is not None:
         if args.layer < (1 if args.graph else 0):
             raise ValueError(f"--layer {args.layer}: layers are 0 (the embeddings) .. L (after block L)"
@@ -36,8 +38,9 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--threshold {args.threshold}: give a share of a node's incoming weight in 0..1.")
     if args.graph and (args.heads or args.other is not None):
         raise ValueError("--heads and --other apply to the decomposition table, not to --graph.")
-    if args.target is not None and args.target == "":
-        raise ValueError("--target is empty: type a token such as ' Paris' (mind the leading space).")
+    for flag, token in (("--target", args.target), ("--other", args.other)):
+        if token == "":
+            raise ValueError(f"{flag} is empty: type a token such as ' Paris' (mind the leading space).")
 
 
 def cmd_contributions(args: argparse.Namespace) -> None:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from core.analyses.depth.params import DEFAULT_LENS, DEFAULT_N, DEFAULT_SEED, LENSES, MAX_N, SECTIONS, TABLES
 from core.cli.common import Bar, add_format, add_model, check_model, check_sizes, load_session, print_frame
+from core.validate import MAX_SEED
 
 if TYPE_CHECKING:
     from core.lenses.base import Lens
@@ -35,7 +36,7 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"The {args.section} section has no table {args.table!r}; choose from "
                          f"{', '.join(TABLES[args.section])} or verdicts.")
     check_model(args.model)
-    check_sizes(args, {"n": (1, MAX_N)})
+    check_sizes(args, {"n": (1, MAX_N), "seed": (0, MAX_SEED)})
 
 
 def cmd_depth(args: argparse.Namespace) -> None:

@@ -23,7 +23,7 @@ def _extraction_sample(args: argparse.Namespace) -> list[str]:
 def cmd_extraction(args: argparse.Namespace) -> None:
     check_model(args.model)
     methods = validate.names("--methods", args.methods, LENS_NAMES)
-    check_sizes(args, {"n": (1, MAX_TEXTS)})
+    check_sizes(args, {"n": (1, MAX_TEXTS), "seed": (0, validate.MAX_SEED)})
     sample = _extraction_sample(args)
     from core.analyses.extraction import run_extraction, summarise  # torch: only once the input is checked
     from core.lenses.registry import build_lens  # after the checks: torch and the analysis load only for valid input

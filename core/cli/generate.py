@@ -15,7 +15,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from core import validate
-from core.analyses.params import DEFAULT_NEW_TOKENS, MAX_NEW_TOKENS
+from core.analyses.params import DEFAULT_NEW_TOKENS, MAX_NEW_TOKENS, MAX_TEMPERATURE
 from core.cli.common import add_model, check_model, check_sizes, load_session, log
 
 if TYPE_CHECKING:
@@ -43,9 +43,10 @@ def chat_text(session: "ModelSession", text: str, chat: bool) -> str:
 def cmd_generate(args: argparse.Namespace) -> None:
     check_model(args.model)
     validate.int_range("-n", args.n, 1, MAX_NEW_TOKENS)
-    check_sizes(args, {"seed": (0, None), "top_k": (0, None)})
+    check_sizes(args, {"seed": (0, validate.MAX_SEED), "top_k": (0, validate.model_vocab(args.model))})
     if not args.temperature > 0:
         raise ValueError(f"--temperature must be above 0 (got {args.temperature:g}).")
+    validate.number_range("--temperature", args.temperature, 0.0, MAX_TEMPERATURE, lo_open=True)
     if not args.prompt.strip():
         raise ValueError("--prompt is empty: give the text to continue.")
     from core.analyses.generation import generate, generation_table  # torch: only once the input is checked

@@ -18,6 +18,9 @@ def cmd_lens(args: argparse.Namespace) -> None:
     check_sizes(args, {"top_k": (1, MAX_TOP_K)})
     if not args.prompt.strip():
         raise ValueError("--prompt is empty: give the text to analyse.")
+    if args.target == "":
+        raise ValueError("--target is empty: type a token such as ' Paris' (mind the leading space), or leave it out "
+                         "for the final top-1.")
     from core.analyses.lens import run_lens  # torch: only once the input is checked
 
     session = load_session(args.model)

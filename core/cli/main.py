@@ -21,11 +21,14 @@ log = logging.getLogger("layerscope")
 MODULES = (lens, generate, patch, contributions, extraction, learned, depth, topk, topics, attention_mlp, results)
 
 
+MESSAGE_LIMIT = 400  # characters of an error message: a 10,000-character value is not echoed whole
+
+
 class Parser(argparse.ArgumentParser):
     """argparse whose usage errors are one line too (exit status 2)."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+        self.exit(2, f"error: {validate.one_line(message, MESSAGE_LIMIT)} (see `{self.prog} --help`)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return 0
     except (ValueError, OSError, MemoryError) as err:
-        print(f"error: {validate.one_line(err)}", file=sys.stderr)
+        print(f"error: {validate.one_line(err, MESSAGE_LIMIT)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -49,14 +49,17 @@ def check_args(args: argparse.Namespace) -> None:
     if lens_mode:
         if args.source_cell is None or args.target_cell is None:
             raise ValueError("The patch lens needs both --source-cell L,P and --target-cell L,P.")
-        for flag in ("--source-cell", "--target-cell"):
-            layer, _ = parse_cell(flag, getattr(args, flag[2:].replace("-", "_")))
+        if args.corrupt is not None and not args.corrupt.strip():
+            raise ValueError("--corrupt (the target prompt) is empty: leave it out to patch within --prompt.")
+        for flag, text in (("--source-cell", args.prompt), ("--target-cell", args.corrupt or args.prompt)):
+            layer, pos = parse_cell(flag, getattr(args, flag[2:].replace("-", "_")))
             if layer < 0 or (n is not None and layer > n):
                 top = n if n is not None else "L"
                 raise ValueError(f"{flag} layer {layer} does not exist: residual layers are 0..{top} "
                                  "(0 = embeddings, l = after block l).")
-        if args.corrupt is not None and not args.corrupt.strip():
-            raise ValueError("--corrupt (the target prompt) is empty: leave it out to patch within --prompt.")
+            validate.position(f"{flag} position", pos, text)
+        if args.token == "":
+            raise ValueError("--token is empty: give one token such as ' Paris' (mind the leading space).")
         return
     if args.corrupt is None or not args.corrupt.strip():
         raise ValueError("--corrupt is missing: give the corrupted prompt (the same number of tokens as --prompt).")
@@ -69,6 +72,8 @@ def check_args(args: argparse.Namespace) -> None:
         text = getattr(args, flag[2:])
         if text is not None and not validate.int_list(flag, text):
             raise ValueError(f"{flag} is empty: give comma-separated whole numbers, or leave it out for all.")
+    for pos in validate.int_list("--positions", args.positions or ""):
+        validate.position("--positions: position", pos, args.prompt, args.corrupt)
     if args.layers is not None and n is not None:
         for layer in validate.int_list("--layers", args.layers):
             if not first <= layer <= n:

@@ -3,11 +3,32 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
+from core import validate
 from core.cli.common import Bar, add_model, check_model, load_session
 from core.paths import PROJECT_ROOT
 from core.results import PAPERS, PRESETS
+
+
+def check_out(out: Path) -> None:
+    """Where RESULTS.md goes, checked before the hours of work that fill it: a file (or nothing yet) in an existing
+    folder, under a name this file system takes."""
+    kind = validate.path_kind(out)
+    if kind == "dir":
+        raise ValueError(f"--out {str(out)!r} is a folder: name the .md file to write.")
+    if kind not in (None, "file"):
+        raise ValueError(f"--out {str(out)!r} is not a regular file: name the .md file to write.")
+    if validate.path_kind(out.parent) != "dir":
+        raise ValueError(f"--out {str(out)!r}: the folder {str(out.parent)!r} does not exist.")
+    if kind is None:
+        try:
+            os.stat(out)
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError) as err:  # a name too long for this file system, a NUL byte
+            raise ValueError(f"--out cannot name a file here: {validate.one_line(err)}.") from None
 
 
 def cmd_results(args: argparse.Namespace) -> None:
@@ -18,6 +39,7 @@ def cmd_results(args: argparse.Namespace) -> None:
     out = Path(args.out)
     if out.suffix.lower() != ".md":
         raise ValueError(f"--out must name a .md file (got {args.out!r}).")
+    check_out(out)
     kept: list[dict] = []
     if args.update:
         from core.results import read_rows

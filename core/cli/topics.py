@@ -35,7 +35,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("layerscope")
 TABLES = UNIT_TABLES  # one unit's tables; --compare prints COMPARE_TABLES
 # Settings left at None take the analysis's defaults (TopicParams): the same parameters and cache keys as the page.
-BOUNDS = {"tau": (1, 1_000_000), "min_freq": (1, None), "vocab_size": (1, 10_000_000), "k": (2, MAX_TOPIC_K),
+MAX_COUNT = 1_000_000_000  # --min-freq and --size-limits: beyond any corpus here (and within numpy's int64)
+BOUNDS = {"tau": (1, 1_000_000), "min_freq": (1, MAX_COUNT), "vocab_size": (1, 10_000_000), "k": (2, MAX_TOPIC_K),
           "time_limit": (0.0, 86_400.0, True), "seed": (0, 2**63 - 1), "random": (0, 2**63 - 1),
           "compare": (0, None), "layer": (1, None), "neuron": (0, None)}
 
@@ -75,6 +76,8 @@ def check_args(args: argparse.Namespace) -> None:
             raise ValueError(f"Unknown table {args.table!r} for one neuron; choose from {', '.join(TABLES)}.")
     if args.thresholds is not None or args.size_limits is not None:
         check_limits(tuple(args.thresholds or PAPER_THRESHOLDS), tuple(args.size_limits or PAPER_SIZE_LIMITS))
+        for limit in args.size_limits or ():
+            validate.int_range("--size-limits", limit, 1, MAX_COUNT)
     _check_unit(args, check_model(args.model))
     if args.corpus not in ("", "wikipedia", "bundled"):
         validate.text_folder(args.corpus)  # at once, before scipy loads

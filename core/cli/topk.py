@@ -44,8 +44,11 @@ DEFAULT_TABLE = {"saturation": "summary", "baseline": "summary", "probing": "sum
 TABLES = {**TEXT_TABLES, **OTHER_TABLES}
 # Bounds checked before anything loads; the text sections' own rules (TopkParams.check) run after them.
 TEXT_BOUNDS = {"n": (1, 100_000), "k": (2, MAX_K), "max_tokens": (MIN_MAX_TOKENS, 65_536), "ratio": (0.0, 1.0, True),
-               "n_perm": (1, 1_000_000), "folds": (2, MAX_FOLDS), "n_eval": (1, 100_000)}
+               "n_perm": (1, 1_000_000), "folds": (2, MAX_FOLDS), "n_eval": (1, 100_000),
+               "seed": (0, validate.MAX_SEED)}
 MORE_BOUNDS = {"n": (1, 100_000), "k": (2, 1000)}
+# A flag a section does not read is still checked (against the text sections' bounds): a malformed value is an
+# error, never silently ignored.
 LAYER_NOTE = ("Layers in every table are residual layers: l = the stream after block l (1..L; a slot held after every "
               "block saturates at 1). The paper's constants, quoted on 0-based block indices b, are converted to "
               "layer b + 1 (its probe's first layer 5 is layer 6 here).")
@@ -54,7 +57,7 @@ LAYER_NOTE = ("Layers in every table are residual layers: l = the stream after b
 def check_args(args: argparse.Namespace) -> None:
     """Sizes, table and model of ``topk <section>`` -- files and numbers only, nothing loaded."""
     text = args.section in TEXT_SECTIONS
-    check_sizes(args, TEXT_BOUNDS if text else MORE_BOUNDS if args.section != "intervention" else {"n": (1, 100_000)})
+    check_sizes(args, TEXT_BOUNDS if text or args.section == "intervention" else {**TEXT_BOUNDS, **MORE_BOUNDS})
     default_tasks = None if args.section in ("vit", "intervention") else default_of(TopkParams, "n_tasks")  # vit: k
     tasks = args.n_tasks if args.n_tasks is not None else default_tasks
     if tasks is not None:
