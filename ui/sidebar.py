@@ -222,6 +222,15 @@ def tokens_expander(session: ModelSession, prompt: str) -> None:
         st.caption(BOS_RULE)
 
 
+def prompt_problem(session: ModelSession, prompt: str) -> None:
+    """Say under the prompt box, on every page, when the analysed prompt is empty or longer than the app analyses
+    (the Lens page's views then say it again where their results would be)."""
+    try:
+        cached.check_length(session.tokenize(prompt).numel())  # ValueError for an empty prompt too
+    except ValueError as err:
+        st.sidebar.error(str(err))
+
+
 def load_session(spec: ModelSpec) -> ModelSession | None:
     """The cached session for ``spec``, or None after showing why it cannot be had."""
     try:
@@ -252,6 +261,7 @@ def sidebar() -> Selection | None:
         return None
     chat = chat_toggle(session)
     typed, prompt = prompt, analysed_prompt(session, prompt, chat)
+    prompt_problem(session, prompt)
     tokens_expander(session, prompt)
     where = "runs on NDIF (no weights here)" if session.remote else model_facts(session.model).describe()
     if hosting.hosted():

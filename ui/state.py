@@ -27,7 +27,7 @@ def url_value(name: str, default: Any, parse: Callable[[str], Any] = str) -> Any
             try:
                 value = parse(raw)
             except (TypeError, ValueError):
-                st.toast(f"Ignored the URL parameter {name}={raw!r}: not a valid value.")
+                st.toast(f"Ignored the URL parameter {name}={shown(raw)!r}: not a valid value.")
         st.session_state[key] = value
     return st.session_state[key]
 
@@ -65,7 +65,7 @@ def bound(widget_fn: Callable[..., Any], name: str, default: Any, *args: Any,
         kwargs["max_value"] = cap(kwargs.get("max_value"))
         if hosted() and kwargs.get("help"):
             kwargs["help"] += f" At most {kwargs['max_value']:,} on this hosted server."
-    value = _inside(name, value, kwargs.get("min_value"), kwargs.get("max_value"))
+    value = inside(name, value, kwargs.get("min_value"), kwargs.get("max_value"))
     # Re-assigned on every run, a change copied back by on_change before the rerun: a widget that a run did not draw
     # (a page stopped early, e.g. by a model that failed to load) comes back showing the value in use, never the
     # browser's leftover default (seen as top-k 1 / stride 1 after a failed load while the URL still said 5 / 2).
@@ -75,7 +75,7 @@ def bound(widget_fn: Callable[..., Any], name: str, default: Any, *args: Any,
     return result
 
 
-def _inside(name: str, value: Any, low: Any, high: Any) -> Any:
+def inside(name: str, value: Any, low: Any, high: Any) -> Any:
     """``value`` clamped to [low, high] (either may be None), with a toast saying so; non-numbers pass through."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return value
@@ -85,9 +85,38 @@ def _inside(name: str, value: Any, low: Any, high: Any) -> Any:
     if low is not None and (clamped < low or clamped != clamped):
         clamped = low
     if clamped != value:
-        st.toast(f"{name} = {value} is outside {low}..{high}: using {clamped}.")
+        st.toast(f"{name} = {shown(value)} is outside {low}..{high}: using {clamped}.")
         set_value(name, clamped)
     return clamped
+
+
+def shown(value: Any, limit: int = 60) -> str:
+    """``value`` as a message quotes it: one line, at most ``limit`` characters (a 10,000-character link value is
+    not echoed whole)."""
+    text = " ".join(str(value).split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def url_flag(name: str) -> bool:
+    """A view's "show the submitted request" flag: "1" after its button was pressed, "0" while it waits. Any other
+    value (a hand-edited link) is reset to "0", with a toast."""
+    value = url_value(name, "0")
+    if value not in ("0", "1"):
+        st.toast(f"Ignored the URL parameter {name}={shown(value)!r}: it is 0 or 1 (press the view's button).")
+        set_value(name, "0")
+        value = "0"
+    return value == "1"
+
+
+def url_choice(name: str, default: str, options: list[str]) -> str:
+    """:func:`url_value` limited to ``options``: another value (a hand-edited link) becomes ``default``, with a
+    toast."""
+    value = url_value(name, default)
+    if value not in options:
+        st.toast(f"Ignored the URL parameter {name}={shown(value)!r}: choose from {', '.join(options)}.")
+        set_value(name, default)
+        value = default
+    return value
 
 
 def persistent(widget_fn: Callable[..., Any], name: str, default: Any, *args: Any, **kwargs: Any) -> Any:

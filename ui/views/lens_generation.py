@@ -11,7 +11,8 @@ from __future__ import annotations
 import streamlit as st
 
 from core.analyses.generation import DEFAULT_NEW_TOKENS, MAX_NEW_TOKENS, Generation, generation_table
-from core.analyses.params import DEFAULT_TOP_K
+from core.analyses.params import DEFAULT_TOP_K, MAX_TEMPERATURE
+from core.validate import MAX_SEED
 from core.snippets import generation_snippet
 from ui import cached, cached_generation
 from ui.charts import lens as charts
@@ -19,7 +20,7 @@ from ui.downloads import chart_downloads, table_downloads
 from ui.format import auto_stride, show_token, strided_layers
 from ui.page import stop_page
 from ui.snippets import show_snippet
-from ui.state import bound, set_value, url_value
+from ui.state import bound, inside, set_value, url_flag, url_value
 from ui.views import lens as lens_view
 
 URL_KEYS = ["gen_n", "gen_sample", "gen_seed", "gen_temp", "gen_top_k", "gen_go", "gen_color", "gen_positions"]
@@ -37,9 +38,15 @@ _FIELDS = {  # URL key -> (widget key, default, parse)
 }
 
 
-def _field(name: str):
+_BOUNDS = {"gen_n": (1, MAX_NEW_TOKENS), "gen_seed": (0, MAX_SEED), "gen_temp": (0.01, MAX_TEMPERATURE)}
+"""The form's bounds (top-k: 0 .. the vocabulary, set per model); a link's value outside them is brought inside."""
+
+
+def _field(name: str, bounds: dict[str, tuple]):
     key, default, parse = _FIELDS[name]
     value = url_value(name, default, parse)
+    if name in bounds:
+        value = inside(name, value, *bounds[name])
     if key not in st.session_state:  # a form's widgets take no callbacks: they start from the URL's values
         st.session_state[key] = value
     return value
@@ -51,21 +58,22 @@ def _submit() -> None:
     set_value("gen_go", "1")
 
 
-def _form() -> dict:
+def _form(d_vocab: int) -> dict:
     """The generation request, as last submitted (the URL's values until Generate is pressed)."""
+    bounds = {**_BOUNDS, "gen_top_k": (0, d_vocab)}
     for name in _FIELDS:
-        _field(name)
+        _field(name, bounds)
     with st.form("gen_form", border=False):
         c1, c2, c3, c4, c5 = st.columns([1, 1, 1, 1, 1], vertical_alignment="bottom")
         c1.number_input("New tokens", min_value=1, max_value=MAX_NEW_TOKENS, step=1, key="w_gen_n",
                         help=f"At most {MAX_NEW_TOKENS}; decoding stops earlier when the model ends its turn.")
         c2.toggle("Sample", key="w_gen_sample", help="Off: greedy (the most likely token each step). On: drawn "
                                                      "from the distribution, reproducibly for a given seed.")
-        c3.number_input("Seed", min_value=0, step=1, key="w_gen_seed", help="Sampling only: the same seed, the "
-                                                                           "same continuation.")
-        c4.number_input("Temperature", min_value=0.01, max_value=10.0, step=0.1, key="w_gen_temp",
+        c3.number_input("Seed", min_value=0, max_value=MAX_SEED, step=1, key="w_gen_seed",
+                        help="Sampling only: the same seed, the same continuation.")
+        c4.number_input("Temperature", min_value=0.01, max_value=MAX_TEMPERATURE, step=0.1, key="w_gen_temp",
                         help="Sampling only: logits are divided by it (below 1 sharper, above 1 flatter).")
-        c5.number_input("Top-k", min_value=0, step=1, key="w_gen_top_k",
+        c5.number_input("Top-k", min_value=0, max_value=d_vocab, step=1, key="w_gen_top_k",
                         help="Sampling only: draw among the k most likely tokens (0: all).")
         st.form_submit_button("Generate", type="primary", on_click=_submit)
     return {name: url_value(name, default, parse) for name, (_, default, parse) in _FIELDS.items()}
@@ -105,10 +113,10 @@ def generation_view(spec_key: str, prompt: str, n_layers: int) -> None:
     if session.remote:
         stop_page("Generation needs the model here (each new token is a forward pass); this one runs on NDIF.",
                   kind="info")
-    request = _form()
+    request = _form(session.adapter.d_vocab)
     if _new_prompt(prompt):
         set_value("gen_go", "0")  # a new prompt waits for Generate
-    if url_value("gen_go", "0") != "1":
+    if not url_flag("gen_go"):
         st.caption("Press Generate to continue the prompt; the lens then reads prompt and continuation.")
         return
     try:

@@ -12,7 +12,7 @@ from ui.charts import lens_patching as charts
 from ui.downloads import chart_downloads, table_downloads
 from ui.format import layer_label, show_token
 from ui.snippets import show_snippet
-from ui.state import bound, set_value, url_value
+from ui.state import bound, set_value, shown, url_choice, url_flag, url_value
 
 URL_KEYS = ["patch_prompt_b", "patch_metric", "patch_token", "patch_other", "patch_site", "patch_run",
             "patch_color", "patch_source", "patch_target", "patch_lens_run"]
@@ -41,7 +41,9 @@ def _apply_form() -> None:
 def patching_form(prompt: str) -> dict:
     """The corrupted prompt, metric, token(s) and site, applied together by Run; -> the values in use."""
     defaults = _form_defaults(prompt)
-    values = {name: url_value(name, default) for name, default in defaults.items()}
+    choices = {"patch_metric": list(METRIC_KINDS), "patch_site": list(PATCH_SITES)}
+    values = {name: url_choice(name, default, choices[name]) if name in choices else url_value(name, default)
+              for name, default in defaults.items()}
     for name, value in values.items():
         if f"w_{name}" not in st.session_state:
             st.session_state[f"w_{name}"] = value
@@ -85,7 +87,7 @@ def grid_section(spec_key: str, prompt: str, values: dict) -> None:
         st.caption("Clean: " + " · ".join(show_token(t) for t in clean_tokens))
         st.caption("Corrupted: " + " · ".join(show_token(t) for t in corrupt_tokens))
         return
-    if url_value("patch_run", "0") != "1":
+    if not url_flag("patch_run"):
         st.info("Edit the corrupted prompt (e.g. swap the subject), pick the metric and press Run.")
         return
     kind, site = values["patch_metric"], values["patch_site"]
@@ -119,11 +121,19 @@ def grid_section(spec_key: str, prompt: str, values: dict) -> None:
 def _cell_picker(label: str, name: str, default: tuple[int, int], n_layers: int,
                  tokens: tuple[str, ...]) -> tuple[int, int]:
     """Layer and position selectboxes (inside the patch-lens form) for the cell kept under URL key ``name``."""
+    raw = url_value(name, f"{default[0]},{default[1]}")
     try:
-        layer, pos = _parse_cell(url_value(name, f"{default[0]},{default[1]}"))
+        layer, pos = _parse_cell(raw)
     except ValueError:
+        st.toast(f"Ignored the URL parameter {name}={shown(raw)!r}: give a cell as layer,position (e.g. 15,3).")
         layer, pos = default
-    layer, pos = min(max(layer, 0), n_layers), min(max(pos, 0), len(tokens) - 1)
+        set_value(name, f"{layer},{pos}")
+    cell = min(max(layer, 0), n_layers), min(max(pos, 0), len(tokens) - 1)
+    if cell != (layer, pos):  # a link made for a longer prompt or a deeper model
+        st.toast(f"{name} = {layer},{pos} is not a cell of this prompt (layers 0..{n_layers}, positions "
+                 f"0..{len(tokens) - 1}): using {cell[0]},{cell[1]}.")
+        set_value(name, f"{cell[0]},{cell[1]}")
+    layer, pos = cell
     c1, c2 = st.columns(2)
     layer = c1.selectbox(f"{label} layer", list(range(n_layers + 1)), index=layer, format_func=layer_label,
                          key=f"w_{name}_layer_{n_layers}")
@@ -155,7 +165,7 @@ def patch_lens_panel(spec_key: str, prompt: str, corrupt: str) -> None:
         set_value("patch_source", f"{source[0]},{source[1]}")
         set_value("patch_target", f"{target[0]},{target[1]}")
         set_value("patch_lens_run", "1")
-    if url_value("patch_lens_run", "0") != "1":
+    if not url_flag("patch_lens_run"):
         return
     source = _parse_cell(url_value("patch_source", f"{source[0]},{source[1]}"))
     target = _parse_cell(url_value("patch_target", f"{target[0]},{target[1]}"))

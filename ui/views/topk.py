@@ -29,7 +29,7 @@ from ui.downloads import show_chart, tables_expander
 from ui.format import p_text, show_token
 from ui.glossary import glossary
 from ui.presets import preset_buttons
-from ui.state import bound, set_value, url_value
+from ui.state import bound, inside, url_value
 from ui.verdicts import show_verdicts as verdict_lines
 
 URL_KEYS = ["topk_n", "topk_k", "topk_seed", "topk_max_tokens", "topk_tasks", "topk_eval", "topk_perm",
@@ -90,9 +90,7 @@ def preset_values(n_layers: int) -> dict[str, dict[str, int]]:
 
 def clamp(name: str, default: int, low: int, high: int) -> None:
     """Bring a URL-bound integer into low..high before its widget is drawn (a link made for another model)."""
-    value = url_value(name, default, int)
-    if not low <= value <= high:
-        set_value(name, min(max(int(value), low), high))
+    inside(name, url_value(name, default, int), low, high)
 
 
 def method_note(tab: str) -> None:
@@ -124,8 +122,9 @@ def controls() -> TopkParams:
                     "Evaluation texts, disjoint from the probe's training texts.", samples=True)
     n_perm = number(c[6], "topk_perm", d.n_perm, "Permutations", 10, 100_000)
     # the per-position view draws its controls only once the saturation section ran: keep their URL values meanwhile
-    url_value("topk_view_text", 0, int)
-    url_value("topk_view_pos", None, int)
+    clamp("topk_view_text", 0, 0, n - 1)
+    if url_value("topk_view_pos", None, int) is not None:
+        clamp("topk_view_pos", 0, 0, max_tokens - 1)
     return TopkParams(n=n, k=k, seed=seed, max_tokens=max_tokens, n_tasks=min(tasks, k), n_eval=n_eval,
                       n_perm=n_perm)
 

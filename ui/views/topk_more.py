@@ -9,7 +9,6 @@ built in :mod:`ui.charts.topk`.
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 from typing import Any, Callable
 
 import pandas as pd
@@ -26,7 +25,7 @@ from core.analyses.topk.intervention import InterventionConfig
 from core.analyses.topk.modalities import MAX_UPLOADS, decode_image, decode_wav
 from core.cache import stable_key
 from core.layers import block_of_layer, layer_of_block, paper_layer_note
-from core.validate import model_source
+from core.validate import model_source, path_kind, user_path
 from ui import cached, hosting
 from ui import job_panel as jobs
 from ui.charts import topk as charts
@@ -154,10 +153,13 @@ def _uploads(kind: str) -> tuple[list[tuple[str, bytes]], list[str], list[str]]:
 
 def _folder_stamp(model: str) -> float:
     """Latest modification time in a local model folder (0 otherwise), so new weights there start a new job."""
-    folder = Path(model).expanduser() if model else None
-    if folder is None or not folder.is_dir():
+    folder = user_path(model) if model else None
+    if folder is None or path_kind(folder) != "dir":  # no folder, or a name no file can have (too long, a NUL)
         return 0.0
-    return max((f.stat().st_mtime for f in folder.iterdir() if f.is_file()), default=0.0)
+    try:
+        return max((f.stat().st_mtime for f in folder.iterdir() if f.is_file()), default=0.0)
+    except OSError:  # unreadable: the model field's check says why
+        return 0.0
 
 
 def _input_problems(kind: str, model: str, files: list, transcripts: list[str]) -> list[str]:
