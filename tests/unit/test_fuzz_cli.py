@@ -44,6 +44,9 @@ MAX_MESSAGE = 600  # characters of the one error line: a 10,000-character value 
 
 
 
+pytestmark = pytest.mark.integration  # layer and vocabulary bounds are read from the bundled model's config
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _bundled_config(bundled_session: object) -> None:
     """The bundled model converted into cache/models: the checks read layer counts from its config.json (a fresh
@@ -113,30 +116,19 @@ def paths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         out[name] = str(tmp / name)
     (tmp / "empty.csv").write_bytes(b"")
     out["empty.csv"] = str(tmp / "empty.csv")
-    lens = tmp / "lens"
-    lens.mkdir()
     header = json.dumps({"__metadata__": {}}).encode()
-    (lens / "params.safetensors").write_bytes(struct.pack("<Q", len(header)) + header)
-    out["lens"] = str(lens)
-    pickled = tmp / "pickled"
-    pickled.mkdir()
-    (pickled / "params.pt").write_bytes(binary)
-    out["pickled"] = str(pickled)
-    junk = tmp / "junk-lens"
-    junk.mkdir()
-    (junk / "params.safetensors").write_bytes(binary)
-    out["junk-lens"] = str(junk)
-    no_model = tmp / "config-only"
-    no_model.mkdir()
-    (no_model / "config.json").write_bytes(binary)
-    out["binary-config"] = str(no_model)
-    few = tmp / "few-words"
-    few.mkdir()
-    (few / "a.txt").write_text("too few words")
-    out["few-words"] = str(few)
-    (tmp / "binary-txt").mkdir()
-    (tmp / "binary-txt" / "a.txt").write_bytes(binary)
-    out["binary-txt"] = str(tmp / "binary-txt")
+    folders = {  # name -> (key in ``out``, the one file inside, its bytes)
+        "lens": ("lens", "params.safetensors", struct.pack("<Q", len(header)) + header),  # a valid (empty) lens
+        "pickled": ("pickled", "params.pt", binary),
+        "junk-lens": ("junk-lens", "params.safetensors", binary),
+        "config-only": ("binary-config", "config.json", binary),
+        "few-words": ("few-words", "a.txt", b"too few words"),
+        "binary-txt": ("binary-txt", "a.txt", binary),
+    }
+    for name, (key, file, data) in folders.items():
+        (tmp / name).mkdir()
+        (tmp / name / file).write_bytes(data)
+        out[key] = str(tmp / name)
     return out
 
 
