@@ -177,8 +177,9 @@ def test_bad_layer_and_neuron_from_config_json(tiny_model_dir: Path) -> None:
     assert_refused(["attention-mlp", "--model", model, "--per-layer", "97"], "--per-layer", "1..96")
 
 
-@pytest.mark.skipif(not BUNDLED_CONFIG.is_file(), reason="the bundled model is not converted yet")
-def test_bad_layer_and_neuron_of_the_bundled_model() -> None:
+@pytest.mark.integration
+def test_bad_layer_and_neuron_of_the_bundled_model(bundled_session: object) -> None:
+    assert BUNDLED_CONFIG.is_file()  # converted by the fixture (a fresh clone has no cache/models yet)
     assert_refused(["topics", "--layer", "31", "--neuron", "1"], "--layer 31", "blocks 1..30")
     assert_refused(["topics", "--layer", "13", "--neuron", "1536"], "--neuron 1536", "1536 MLP neurons")
     assert_refused(["attention-mlp", "--blocks", "27,31"], "block 31", "blocks 1..30")
