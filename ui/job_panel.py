@@ -53,6 +53,10 @@ def cancel_button(job, key: str) -> None:
                    "is stored.")
 
 
+CANCELLED_KEY = "_cancelled_jobs"
+"""Session state: keys of the jobs this visitor cancelled, which ``start_now`` then leaves to their button."""
+
+
 def job_panel(key: str, label: str, work: Callable[[Progress], Any], *, button: str = "Run",
               button_key: str, caption: str = "", disabled: bool = False, start_now: bool = False) -> Any:
     """One background job on a page: a start button (or a start at once), then live progress, then the result.
@@ -62,13 +66,17 @@ def job_panel(key: str, label: str, work: Callable[[Progress], Any], *, button: 
     """
     registry = job_registry()
     job = registry.get(key)
+    cancelled = st.session_state.setdefault(CANCELLED_KEY, set())  # this visitor's cancelled jobs
+
+    def start() -> None:
+        cancelled.discard(key)
+        registry.start(key, label, work)
+
+    if job is None and start_now and key not in cancelled:  # a job cancelled here waits for its button
+        start()
+        job = registry.get(key)  # shown below: progress and Cancel from the first run
     if job is None:
-        if start_now:
-            registry.start(key, label, work)
-            watch(key)
-            return None
-        st.button(button, key=button_key, type="primary", disabled=disabled,
-                  on_click=lambda: registry.start(key, label, work))
+        st.button(button, key=button_key, type="primary", disabled=disabled, on_click=start)
         if caption:
             st.caption(caption)
         return None
@@ -79,8 +87,8 @@ def job_panel(key: str, label: str, work: Callable[[Progress], Any], *, button: 
     if job.cancelled:
         st.info(f"{label}: {job.error}")
         registry.forget(key)
-        st.button(button, key=button_key, type="primary", disabled=disabled,
-                  on_click=lambda: registry.start(key, label, work))
+        cancelled.add(key)
+        st.button(button, key=button_key, type="primary", disabled=disabled, on_click=start)
         return None
     if job.error:
         st.error(f"{label} failed: {job.error}")

@@ -24,6 +24,14 @@ def _panel() -> None:
         st.success(f"Result: {result}")
 
 
+def _auto_panel() -> None:
+    """A job that starts without a click (as a link to a stored result, or Topics' reference counting does)."""
+    from ui.job_panel import job_panel
+
+    job_panel("test-queued-job", "Queued work", lambda progress: "the result", button="Run", button_key="queued",
+              start_now=True)
+
+
 @pytest.fixture
 def busy_workers():
     registry, gate = cached.job_registry(), threading.Event()
@@ -65,4 +73,19 @@ def test_a_waiting_job_runs_once_a_worker_is_free(busy_workers) -> None:
         time.sleep(0.2)
         at.run()
     assert [s.value for s in at.success] == ["Result: the result"]
+    assert not at.exception
+
+
+def test_a_cancelled_job_that_starts_by_itself_waits_for_its_button(busy_workers) -> None:
+    registry, gate = busy_workers
+    at = AppTest.from_function(_auto_panel, default_timeout=60).run()
+    assert "number 1 in the queue" in _progress_texts(at)  # started without a click
+    at.button(key="cancel_queued").click().run()
+    assert any("before it started" in i.value for i in at.info)
+    for _ in range(3):  # later reruns (the page polls, the visitor moves a control) do not start it again
+        at.run()
+        assert registry.get("test-queued-job") is None and not _progress_texts(at)
+        assert at.button(key="queued")
+    at.button(key="queued").click().run()  # the button starts it, and it counts as wanted again
+    assert "number 1 in the queue" in _progress_texts(at)
     assert not at.exception
