@@ -10,6 +10,7 @@ from core.analyses.generation import Generation, generate
 from core.analyses.lens import LensResult, run_lens
 from core.model.session import Trace
 from ui.cached import check_length, get_session
+from ui.job_panel import worker
 
 
 @st.cache_data(max_entries=32, show_spinner="Generating…")
@@ -19,8 +20,9 @@ def generation(spec_key: str, prompt: str, max_new_tokens: int, sample: bool = F
     sizes out of range (the app's token limit included) before any pass."""
     session = get_session(spec_key)
     check_length(session.tokenize(prompt).numel() + int(max_new_tokens))
-    return generate(session, prompt, int(max_new_tokens), sample=bool(sample), seed=int(seed),
-                    temperature=float(temperature), top_k=int(top_k))
+    with worker("Generation"):  # one of the server's job workers (hosted servers bound them)
+        return generate(session, prompt, int(max_new_tokens), sample=bool(sample), seed=int(seed),
+                        temperature=float(temperature), top_k=int(top_k))
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)

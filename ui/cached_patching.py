@@ -9,6 +9,7 @@ from streamlit.runtime.scriptrunner import get_script_run_ctx
 from core.analyses.patching import (PatchingResult, PatchLensResult, PatchMetric, default_metric, patch_lens,
                                     patching_grid)
 from ui.cached import check_length, get_session
+from ui.job_panel import worker
 
 
 def token_strings(spec_key: str, prompt: str) -> tuple[str, ...]:
@@ -38,11 +39,13 @@ def grid(spec_key: str, clean_prompt: str, corrupt_prompt: str, kind: str, token
         check_length(session.tokenize(prompt).numel())
     bar = st.progress(0.0, text="Patching…") if get_script_run_ctx() is not None else None
     try:
-        return patching_grid(session, clean_prompt, corrupt_prompt, patch_metric, site=site,
-                             layers=None if layers is None else list(layers),
-                             positions=None if positions is None else list(positions),
-                             progress=(lambda f: bar.progress(min(1.0, f), text=f"Patching… {f:.0%} of the passes"))
-                             if bar is not None else None)
+        with worker("Patching"):  # one of the server's job workers (hosted servers bound them)
+            return patching_grid(session, clean_prompt, corrupt_prompt, patch_metric, site=site,
+                                 layers=None if layers is None else list(layers),
+                                 positions=None if positions is None else list(positions),
+                                 progress=(lambda f: bar.progress(min(1.0, f),
+                                                                  text=f"Patching… {f:.0%} of the passes"))
+                                 if bar is not None else None)
     finally:
         if bar is not None:
             bar.empty()
@@ -55,5 +58,6 @@ def lens(spec_key: str, source_prompt: str, target_prompt: str, source_cell: tup
     session = get_session(spec_key)
     for prompt in (source_prompt, target_prompt):
         check_length(session.tokenize(prompt).numel())
-    return patch_lens(session, source_prompt, target_prompt, source_cell, target_cell, top_k=top_k,
-                      targets=list(targets) or None)
+    with worker("Patch lens"):
+        return patch_lens(session, source_prompt, target_prompt, source_cell, target_cell, top_k=top_k,
+                          targets=list(targets) or None)

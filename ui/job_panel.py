@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 import streamlit as st
 
@@ -30,6 +31,26 @@ def watch(key: str) -> None:
         st.progress(job.fraction, text=f"{job.label}: {job.message} ({progress_text(job)})")
 
     _progress()
+
+
+@contextmanager
+def worker(label: str) -> Iterator[None]:
+    """Run the ``with`` body (a view computed while its page waits) on one of the server's job workers, so it counts
+    against the same limit as the background jobs; while none is free the page says its place in the queue."""
+    registry = job_registry()
+    ticket, granted = registry.acquire(label)
+    try:
+        if not granted.is_set():
+            note = st.empty()
+            while not granted.wait(0.5):  # the st call below lets a rerun or a closed page end the wait
+                stats = registry.stats()
+                note.progress(0.0, text=f"{label}: waiting for a free worker, number {registry.position(ticket)} in "
+                                        f"the queue ({stats['running']:.0f} of {registry.max_running} workers busy, "
+                                        f"{_duration(ticket.elapsed)} so far).")
+            note.empty()
+        yield
+    finally:
+        registry.release(ticket)
 
 
 def progress_text(job) -> str:

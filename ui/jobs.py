@@ -169,12 +169,40 @@ class JobRegistry:
             return {"running": self._running, "waiting": len(self._waiting), "finished": len(finished),
                     "bytes": sum(j.nbytes for j in finished)}
 
+    def acquire(self, label: str) -> tuple[Job, threading.Event]:
+        """A worker for work the caller runs in its own thread (a page view computed while the page waits): a
+        ticket in the same first-come queue as the background jobs, and an event set once a worker is its. Pair with
+        :meth:`release`, also when the caller gives up waiting. The ticket is not a shared job (``get`` never
+        returns it)."""
+        ticket = Job(key=f"inline-{id(object())}-{time.monotonic_ns()}", label=label, queued=True,
+                     message="Waiting for a free worker…")
+        granted = threading.Event()
+        with self._lock:
+            self._waiting.append((ticket, granted))
+            self._dispatch()
+        return ticket, granted
+
+    def release(self, ticket: Job) -> None:
+        """Give back the worker :meth:`acquire` got (or leave the queue, if it was still waiting)."""
+        with self._lock:
+            if ticket.queued:
+                self._waiting = [(j, w) for j, w in self._waiting if j is not ticket]
+                ticket.queued = False
+            elif not ticket.done:
+                ticket.done = True
+                ticket.ended = time.monotonic()
+                self._running -= 1
+                self._dispatch()
+
     def _dispatch(self) -> None:  # under the lock
         while self._waiting and self._running < self.max_running:
             job, work = self._waiting.pop(0)
             job.queued, job.message = False, "Starting…"
             job.started = time.monotonic()
             self._running += 1
+            if isinstance(work, threading.Event):  # an acquire()'s ticket: its caller runs the work
+                work.set()
+                continue
             threading.Thread(target=self._run, args=(job, work), daemon=True, name=f"job-{job.label}").start()
 
     def _evict(self) -> None:  # under the lock

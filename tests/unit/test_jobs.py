@@ -17,6 +17,13 @@ def wait_done(job: Job, timeout: float = 10.0) -> None:
     assert job.done
 
 
+def wait_idle(registry: JobRegistry, timeout: float = 10.0) -> None:
+    """Until no worker is busy (a job frees its worker just after it is marked done)."""
+    deadline = time.monotonic() + timeout
+    while registry.stats()["running"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def test_a_cancelled_job_stops_at_its_next_report_and_stores_nothing() -> None:
     registry, stored, steps = JobRegistry(), {}, []
     release = threading.Event()
@@ -87,7 +94,33 @@ def test_at_most_max_running_jobs_run_and_the_rest_wait_in_order() -> None:
         wait_done(job)
     assert [j.result for j in jobs] == [f"J{i}" for i in range(5)]
     assert started[2:] == ["J2", "J3", "J4"]  # first asked, first run
+    wait_idle(registry)
     assert registry.stats()["running"] == 0 and registry.stats()["waiting"] == 0
+
+
+def test_work_done_in_the_callers_thread_takes_a_worker_in_the_same_queue() -> None:
+    """acquire/release (a page view computed while its page waits): counted against max_running, first come first
+    served with the background jobs, and a ticket given up while waiting leaves the queue."""
+    registry, gate, started = JobRegistry(max_running=1), threading.Event(), []
+    first = registry.start("k0", "J0", _blocking_work(gate, started, "J0"))
+    ticket, granted = registry.acquire("inline view")
+    later = registry.start("k1", "J1", _blocking_work(gate, started, "J1"))
+    quitter, quitter_granted = registry.acquire("inline view that gives up")
+    assert not granted.is_set() and registry.position(ticket) == 1 and registry.position(later) == 2
+    assert registry.position(quitter) == 3 and registry.get(ticket.key) is None  # a ticket is never shared
+    registry.release(quitter)  # gave up while waiting: out of the queue, no worker taken
+    assert registry.stats()["waiting"] == 2 and not quitter_granted.is_set()
+    gate.set()
+    wait_done(first)
+    assert granted.wait(5) and registry.stats()["running"] == 1  # the ticket's turn came before J1's
+    time.sleep(0.05)
+    assert started == ["J0"] and later.queued
+    registry.release(ticket)
+    wait_done(later)
+    wait_idle(registry)
+    assert started == ["J0", "J1"] and registry.stats()["running"] == 0 and registry.stats()["waiting"] == 0
+    registry.release(ticket)  # a second release changes nothing
+    assert registry.stats()["running"] == 0
 
 
 def test_the_same_job_asked_twice_is_shared_while_waiting_running_and_done() -> None:
