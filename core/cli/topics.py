@@ -113,6 +113,13 @@ def cmd_topics(args: argparse.Namespace) -> None:
         bar = Bar(f"real vs random, {args.compare} units")
         frames = compare_random(session, ref, args.mode, block, args.compare, args.seed, params, bar)
         bar.close()
+        if table == "verdicts":  # the page's verdicts: each claim with its n, 95 % interval and wording
+            import pandas as pd
+
+            from core.analyses.topics.verdicts import compare_verdicts
+
+            print_frame(pd.DataFrame(compare_verdicts(frames, params.size_limits, params.k)), args.format)
+            return
         print_frame(frames[table], args.format)
         return
     result = unit_result(session, ref, args.mode, block, args.neuron, params, args.random)

@@ -41,3 +41,20 @@ def test_bundled_neuron_topics_end_to_end(bundled_session, capsys: pytest.Captur
     # exact: the CLI reads the result cached above: --layer 13 is the analysis's block 13
     assert [r["topic"] for r in printed] == sets.topic.tolist()
     assert main(["topics", "--layer", "31", "--neuron", "5"]) == 2
+
+
+@pytest.mark.integration
+def test_compare_prints_the_pages_verdicts(bundled_session, capsys: pytest.CaptureFixture) -> None:
+    """``topics --compare N --table verdicts``: the page's real-vs-random verdicts, each with its n and wording."""
+    from core.analyses.topics.cached_runs import compare_random, prepare
+    from core.analyses.topics.verdicts import compare_verdicts
+    from core.cli.main import main
+
+    params = TopicParams()
+    assert main(["topics", "--layer", "13", "--compare", "3", "--table", "verdicts", "--format", "json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    frames = compare_random(bundled_session, prepare(bundled_session, params), "hi-c", 13, 3, 0, params)
+    expected = compare_verdicts(frames, params.size_limits, params.k)  # what the page shows for the same run
+    assert [(r["claim"], r["verdict"], r["n"]) for r in printed] == [(r["claim"], r["verdict"], r["n"])
+                                                                     for r in expected]
+    assert [r["kind"] for r in printed] == ["finding"] * 3 + ["check"] * 2

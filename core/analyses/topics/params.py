@@ -26,7 +26,7 @@ MAX_TOPIC_K = 50
 DEFAULT_TIME_LIMIT = 30.0  # seconds per integer program
 DEFAULT_CORPUS = "wikipedia"
 UNIT_TABLES: tuple[str, ...] = ("sets", "pools", "edges", "summary")  # NeuronTopics' frames, one unit
-COMPARE_TABLES: tuple[str, ...] = ("tests", "rows", "topics")  # compare_random's frames, real vs random
+COMPARE_TABLES: tuple[str, ...] = ("tests", "rows", "topics", "verdicts")  # compare_random's frames + verdicts
 WINDOW = 10  # sliding-window size of the co-occurrence counts (topic-metrics / Palmetto; the paper's ws=10)
 PAPER_TIME_LIMIT = 180.0  # superposed-topics algo/extract.py MEKC: SCIP limits/time (120 s in the notebook)
 DEFAULT_COMPARE_N = 20  # units sampled from a block for real vs random on the page
