@@ -53,8 +53,7 @@ from conftest import build_tiny_model, build_tiny_tokenizer
 
 from core.atomic import TEMP_PREFIX
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))  # the e2e helpers (as tests/e2e imports them)
-import test_e2e as e2e  # noqa: E402
+from e2e import test_e2e as e2e  # the e2e tier's server and browser helpers (tests/ is on the path, as for conftest)
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN_S = 120  # the longest any one subprocess may take before the test gives up on it
