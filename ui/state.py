@@ -10,6 +10,8 @@ from typing import Any, Callable
 
 import streamlit as st
 
+from core.validate import one_line
+
 _PREFIX = "ls_"
 
 
@@ -91,10 +93,9 @@ def inside(name: str, value: Any, low: Any, high: Any) -> Any:
 
 
 def shown(value: Any, limit: int = 60) -> str:
-    """``value`` as a message quotes it: one line, at most ``limit`` characters (a 10,000-character link value is
-    not echoed whole)."""
-    text = " ".join(str(value).split())
-    return text if len(text) <= limit else text[:limit - 1] + "…"
+    """``value`` as a message quotes it (:func:`core.validate.one_line`): one line, controls escaped, at most about
+    ``limit`` characters (a 10,000-character link value is not echoed whole)."""
+    return one_line(str(value), limit)
 
 
 def url_flag(name: str) -> bool:
