@@ -117,7 +117,9 @@ def markdown(rows: list[dict], model: str, command: str, seconds: dict[str, floa
     quick = sorted({PAPERS[r["page"]][2] for r in rows if r.get("preset") == "quick"})
     if quick:
         lines += ["", f"**Not at Paper settings here: {', '.join(quick)}** (Quick look rows: small n, so mostly "
-                      "\"cannot tell\"). Their paper-settings runs take hours on 2 CPU cores; `python -m core results "
+                      f"\"cannot tell\"). {'Its' if len(quick) == 1 else 'Their'} paper-settings run"
+                      f"{'' if len(quick) == 1 else 's'} take{'s' if len(quick) == 1 else ''} hours on 2 CPU cores; "
+                      "`python -m core results "
                       "--update --pages PAGE` reruns one page at Paper settings, resuming from the disk cache."]
     lines += [
         "",
