@@ -200,6 +200,62 @@ def test_non_monotone_activation_falls_back_to_the_exact_scan(monkeypatch) -> No
     assert amlp_prompts.trim_prompt(None, list(range(n)), 0, 1, method="linear").start == 15
 
 
+def test_the_length_cap_keeps_the_search_inside_the_last_max_tokens(monkeypatch) -> None:
+    """RESEARCH.md §5a.3 drops prompts longer than 100 tokens after trimming, so the search never needs a longer
+    suffix: the same start as the uncapped search for a kept prompt, "too long" after one pass for a dropped one."""
+    n = 400  # monotone: start s keeps 10 - s / 50; threshold 8 -> the shortest kept suffix starts at 99 (301 tokens)
+    values = {s: 10 - s / 50 for s in range(n)}
+    monkeypatch.setattr(amlp_prompts, "neuron_acts", _fake_acts(values, n))
+    uncapped = amlp_prompts.trim_prompt(None, list(range(n)), 0, 1)
+    assert uncapped.start == 99 and n - uncapped.start > 100
+    dropped = amlp_prompts.trim_prompt(None, list(range(n)), 0, 1, max_tokens=100, original=10.0)
+    # one 100-token pass, then the shorter probes that check the monotone reading
+    assert (dropped.start, dropped.method, dropped.passes) == (0, "too long", 1 + amlp_prompts.VERIFY_PROBES)
+    long_n, tokens = 1024, []  # a paper-sized window whose shortest kept suffix has 80 tokens
+    fake = _fake_acts({s: 10.0 if s <= long_n - 80 else 1.0 for s in range(long_n)}, long_n)
+    monkeypatch.setattr(amlp_prompts, "neuron_acts",
+                        lambda session, ids, layers: tokens.append(len(ids)) or fake(session, ids, layers))
+    assert amlp_prompts.trim_prompt(None, list(range(long_n)), 0, 1).start == long_n - 80
+    uncapped_tokens, tokens[:] = sum(tokens), []
+    kept = amlp_prompts.trim_prompt(None, list(range(long_n)), 0, 1, max_tokens=100, original=10.0)
+    assert (kept.start, kept.method) == (long_n - 80, "binary")
+    assert max(tokens) == 100 and sum(tokens) < uncapped_tokens / 3  # no pass longer than the cap
+    monkeypatch.setattr(amlp_prompts, "neuron_acts", _fake_acts(values, n))
+    for method in ("binary", "linear"):
+        without = amlp_prompts.trim_prompt(None, list(range(n)), 0, 1, method=method)
+        with_cap = amlp_prompts.trim_prompt(None, list(range(n)), 0, 1, method=method, max_tokens=301)
+        assert with_cap.start == without.start == 99  # exactly at the cap: still kept, same suffix
+
+
+def test_the_capped_scan_is_exact_on_a_non_monotone_activation(monkeypatch) -> None:
+    n = 60  # passes at starts <= 5, 30..34 and 59: the shortest kept suffix is the last token alone
+    values = {s: (10.0 if s <= 5 or 30 <= s <= 34 or s >= 59 else 1.0) for s in range(n)}
+    monkeypatch.setattr(amlp_prompts, "neuron_acts", _fake_acts(values, n))
+    for method in ("binary", "linear"):
+        assert amlp_prompts.trim_prompt(None, list(range(n)), 0, 1, method=method, max_tokens=20).start == 59
+    values = {s: (10.0 if s <= 5 or 30 <= s <= 34 else 1.0) for s in range(n)}  # the shortest starts at 34
+    monkeypatch.setattr(amlp_prompts, "neuron_acts", _fake_acts(values, n))
+    assert amlp_prompts.trim_prompt(None, list(range(n)), 0, 1, method="linear").start == 34
+    assert amlp_prompts.trim_prompt(None, list(range(n)), 0, 1, method="linear", max_tokens=26).start == 34
+    assert amlp_prompts.trim_prompt(None, list(range(n)), 0, 1, method="linear", max_tokens=25).method == "too long"
+
+
+def test_a_given_original_saves_the_whole_prompt_pass(monkeypatch) -> None:
+    n = 20
+    calls: list[int] = []
+    fake = _fake_acts({s: 10 - s / 2 for s in range(n)}, n)
+
+    def counting(session, ids, layers):
+        calls.append(len(ids))
+        return fake(session, ids, layers)
+
+    monkeypatch.setattr(amlp_prompts, "neuron_acts", counting)
+    trim = amlp_prompts.trim_prompt(None, list(range(n)), 0, 1, original=10.0)
+    assert trim.start == 3 and trim.original == 10.0 and n not in calls  # the whole prompt never ran
+    with pytest.raises(ValueError, match="length cap"):
+        amlp_prompts.trim_prompt(None, list(range(n)), 0, 1, max_tokens=0)
+
+
 def test_trimmed_prompts_keep_more_than_0_8_and_are_shortest(make_session) -> None:
     session = make_session("llama")
     neurons = amlp.random_neurons(session, [3], per_layer=3, seed=1)  # block 3 = block index 2 of neuron_acts

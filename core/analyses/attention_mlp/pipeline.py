@@ -29,6 +29,7 @@ from core.analyses.attention_mlp.params import (  # torch-free settings (the CLI
     preset_block_list,
 )
 from core.analyses.attention_mlp.prompts import (
+    TRIM_VERSION,
     DEFAULT_REJECT,
     ScanParams,
     corpus_hash,
@@ -91,7 +92,7 @@ def _scan_parts(session: ModelSession, neurons: pd.DataFrame, texts: list[str], 
 
 def _trim_parts(session: ModelSession, row: pd.DataFrame, texts: list[str], params: ScanParams) -> dict:
     return dict(model=session.identity(), corpus=corpus_hash(texts), neuron=_neuron_key(row), params=asdict(params),
-                version=VERSION)
+                version=VERSION, trim=TRIM_VERSION)
 
 
 def _heads_parts(session: ModelSession, prompts: pd.DataFrame, params: HeadParams) -> dict:

@@ -96,22 +96,37 @@ class Trim:
     start: int
     activation: float  # at the last token of the kept suffix
     original: float  # at the last token of the untrimmed prompt
-    method: str  # "binary", "linear" (asked for, or a verification probe contradicted monotonicity), "none"
+    method: str  # "binary", "linear" (asked for, or a verification probe contradicted monotonicity), "none" (not
+    # positive: left whole), "too long" (no suffix of at most max_tokens keeps enough: left whole, to be dropped)
     passes: int
 
 
+TRIM_VERSION = "2"  # 2: the search stays within the last max_tokens tokens; the original is the scan's activation
+
+
 def trim_prompt(session: ModelSession, ids: list[int], block_index: int, neuron: int, keep: float = TRIM_KEEP,
-                method: str = "binary", checks: int = VERIFY_PROBES) -> Trim:
+                method: str = "binary", checks: int = VERIFY_PROBES, max_tokens: int | None = None,
+                original: float | None = None) -> Trim:
     """[pos] content ids ending at the max-activating token -> the shortest suffix whose activation at its
     last token is > keep x the original, for ``neuron`` of 0-based block ``block_index``.
 
     ``method="linear"`` scans suffixes shortest first (exact by definition). ``"binary"`` searches the start
     assuming longer suffixes keep more, then verifies that assumption with ``checks`` extra probes spread
-    over the shorter suffixes; if any of them also passes, it falls back to the linear scan."""
+    over the shorter suffixes; if any of them also passes, it falls back to the linear scan.
+
+    ``max_tokens``: a prompt whose kept suffix is longer is dropped afterwards (RESEARCH.md §5a.3), so the search
+    only looks at the last ``max_tokens`` starts: when the ``max_tokens``-token suffix does not keep enough, the
+    prompt comes back whole as "too long" after one short pass. For every prompt that is kept this is the same
+    suffix the uncapped search finds (the linear scan's exactly; the binary search's wherever its monotonicity
+    assumption holds), at a fraction of the passes: the uncapped search probes suffixes up to the window's length
+    (1,024 tokens at the paper's settings). ``original``: the activation of the untrimmed prompt when the caller
+    has it (the corpus scan read it in the same causal context); otherwise one more pass reads it."""
     if not 0 < keep < 1:
         raise ValueError("The kept fraction must lie strictly between 0 and 1.")
     if method not in ("binary", "linear"):
         raise ValueError("The trimming method is 'binary' or 'linear'.")
+    if max_tokens is not None and max_tokens < 1:
+        raise ValueError("The length cap needs at least 1 token.")
     probes: dict[int, float] = {}
 
     def act(start: int) -> float:
@@ -119,23 +134,36 @@ def trim_prompt(session: ModelSession, ids: list[int], block_index: int, neuron:
             probes[start] = float(neuron_acts(session, ids[start:], [block_index])[block_index][-1, neuron])
         return probes[start]
 
-    original, n = act(0), len(ids)
+    n = len(ids)
+    original = act(0) if original is None else float(original)
     if original <= 0:  # nothing positive to keep: leave the prompt whole
         return Trim(0, original, original, "none", len(probes))
     threshold = keep * original
-    if method == "binary":
-        lo, hi = 0, n  # act(lo) > threshold; the empty suffix (hi = n) is not
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            lo, hi = (mid, hi) if act(mid) > threshold else (lo, mid)
-        shorter = range(lo + 2, n)  # lo + 1 = hi was probed by the search
+    floor = n - max_tokens if max_tokens is not None and n > max_tokens else 0  # the longest suffix that may be kept
+
+    def verified(shorter: range) -> bool:
+        """No probe spread over ``shorter`` (shortest first) keeps enough: the monotone reading stands."""
         step = max(1, len(shorter) // checks) if checks else len(shorter) + 1
-        if not any(act(start) > threshold for start in list(shorter)[::-1][::step][:checks]):
-            return Trim(lo, probes[lo], original, "binary", len(probes))
-    for start in range(n - 1, -1, -1):
+        return not any(act(start) > threshold for start in list(shorter)[::-1][::step][:checks])
+
+    if method == "binary":
+        if floor and not act(floor) > threshold:  # under monotonicity no suffix within the cap keeps enough
+            if verified(range(floor + 1, n)):
+                return Trim(0, original, original, "too long", len(probes))
+        else:
+            lo, hi = floor, n  # act(lo) > threshold; the empty suffix (hi = n) is not
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                lo, hi = (mid, hi) if act(mid) > threshold else (lo, mid)
+            if verified(range(lo + 2, n)):  # lo + 1 = hi was probed by the search
+                return Trim(lo, act(lo), original, "binary", len(probes))
+    for start in range(n - 1, floor - 1, -1):  # shortest first, within the cap: exact
         if act(start) > threshold:
             return Trim(start, probes[start], original, "linear", len(probes))
-    raise AssertionError("act(0) > threshold, so the scan always returns")
+    if floor:
+        return Trim(0, original, original, "too long", len(probes))
+    # only when the caller's original differs from this pass's reading of the whole prompt (float rounding)
+    return Trim(0, act(0), original, "linear", len(probes))
 
 
 def trimmed_rows(session: ModelSession, windows: list[list[int]], tops: pd.DataFrame,
@@ -147,7 +175,8 @@ def trimmed_rows(session: ModelSession, windows: list[list[int]], tops: pd.DataF
                                              ascending=[True, True, False]).itertuples()):
         progress(k / total, f"trimming prompt {k + 1}/{total} (block {top.block}, neuron {top.neuron})")
         ids = windows[top.window][:top.position + 1]
-        trim = trim_prompt(session, ids, block_of_layer(top.block), top.neuron, params.keep, params.trim)
+        trim = trim_prompt(session, ids, block_of_layer(top.block), top.neuron, params.keep, params.trim,
+                           max_tokens=params.max_tokens, original=top.activation)
         kept = ids[trim.start:]
         token_id, token = tokens[(top.block, top.neuron)]
         rows.append({"block": top.block, "neuron": top.neuron, "token_id": token_id, "token": token,
