@@ -256,6 +256,25 @@ def test_a_given_original_saves_the_whole_prompt_pass(monkeypatch) -> None:
         amlp_prompts.trim_prompt(None, list(range(n)), 0, 1, max_tokens=0)
 
 
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+@pytest.mark.parametrize("method", ["binary", "linear"])
+def test_batched_trimming_finds_the_suffixes_one_at_a_time_finds(make_session, arch: str, method: str) -> None:
+    session = make_session(arch)
+    ids = content_ids(session, (PROMPT + " The quick brown fox jumps over the lazy dog, and the dog sleeps.") * 3)
+    block, neuron = 2, 3
+    acts = neuron_acts(session, ids, [block])[block][:, neuron]
+    acts[:8] = float("-inf")  # prompts of at least 9 tokens
+    ends = [int(e) for e in torch.argsort(acts, descending=True)[:8]]  # the most active positions: ends of prompts
+    prompts = [(ids[:end + 1], float(acts[end])) for end in ends]
+    batched = amlp_prompts.trim_prompts(session, prompts, block, neuron, method=method, max_tokens=60)
+    assert any(t.method in ("binary", "linear") and t.start > 0 for t in batched)  # real trimming happened
+    for (prompt, original), got in zip(prompts, batched):
+        alone = amlp_prompts.trim_prompt(session, prompt, block, neuron, method=method, max_tokens=60,
+                                         original=original)
+        assert (got.start, got.method) == (alone.start, alone.method)
+        assert got.activation == pytest.approx(alone.activation, rel=1e-4, abs=1e-5)
+
+
 def test_trimmed_prompts_keep_more_than_0_8_and_are_shortest(make_session) -> None:
     session = make_session("llama")
     neurons = amlp.random_neurons(session, [3], per_layer=3, seed=1)  # block 3 = block index 2 of neuron_acts

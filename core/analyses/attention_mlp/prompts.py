@@ -4,6 +4,7 @@ keeping > 0.8 of the activation."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Generator
 from dataclasses import dataclass
 
 import pandas as pd
@@ -115,12 +116,59 @@ def trim_prompt(session: ModelSession, ids: list[int], block_index: int, neuron:
     over the shorter suffixes; if any of them also passes, it falls back to the linear scan.
 
     ``max_tokens``: a prompt whose kept suffix is longer is dropped afterwards (RESEARCH.md §5a.3), so the search
-    only looks at the last ``max_tokens`` starts: when the ``max_tokens``-token suffix does not keep enough, the
-    prompt comes back whole as "too long" after one short pass. For every prompt that is kept this is the same
-    suffix the uncapped search finds (the linear scan's exactly; the binary search's wherever its monotonicity
-    assumption holds), at a fraction of the passes: the uncapped search probes suffixes up to the window's length
-    (1,024 tokens at the paper's settings). ``original``: the activation of the untrimmed prompt when the caller
-    has it (the corpus scan read it in the same causal context); otherwise one more pass reads it."""
+    only looks at the last ``max_tokens`` starts: when the ``max_tokens``-token suffix does not keep enough (and
+    the verification probes agree), the prompt comes back whole as "too long". For every prompt that is kept this
+    is the same suffix the uncapped search finds (the linear scan's exactly; the binary search's wherever its
+    monotonicity assumption holds), at a fraction of the work: the uncapped search probes suffixes up to the
+    window's length (1,024 tokens at the paper's settings). ``original``: the activation of the untrimmed prompt
+    when the caller has it (the corpus scan read it in the same causal context); otherwise one more pass reads it.
+
+    One pass per probe; :func:`trim_prompts` trims many prompts of one neuron with their probes batched."""
+    steps = _trim_steps(len(ids), keep, method, checks, max_tokens, original)
+    value = None  # the first send must be None (it starts the search)
+    while True:
+        try:
+            start = steps.send(value)
+        except StopIteration as done:
+            return done.value
+        value = float(neuron_acts(session, ids[start:], [block_index])[block_index][-1, neuron])
+
+
+def trim_prompts(session: ModelSession, prompts: list[tuple[list[int], float | None]], block_index: int,
+                 neuron: int, keep: float = TRIM_KEEP, method: str = "binary", checks: int = VERIFY_PROBES,
+                 max_tokens: int | None = None) -> list[Trim]:
+    """:func:`trim_prompt` for each (ids, original) of one neuron, the searches in lockstep: each round's probes
+    (one per unfinished prompt) go through one batched pass (:func:`core.model.batch.iter_site_captures`, cut
+    short after the neuron's block). The same searches as one at a time; the activations agree up to the
+    kernels' rounding (a padded batch against a single sequence)."""
+    searches = [_trim_steps(len(ids), keep, method, checks, max_tokens, original) for ids, original in prompts]
+    out: list[Trim | None] = [None] * len(prompts)
+    pending = {}
+    for i, search in enumerate(searches):
+        try:
+            pending[i] = next(search)
+        except StopIteration as done:  # settled without a pass (a given original that is not positive)
+            out[i] = done.value
+    while pending:
+        order = list(pending)
+        seqs = [model_input(session, prompts[i][0][pending[i]:])[0] for i in order]
+        values = [0.0] * len(order)
+        for k, got in iter_site_captures(session, seqs, "mlp_act", [block_index]):
+            values[k] = float(got[block_index][-1, neuron])
+        following = {}
+        for i, value in zip(order, values):
+            try:
+                following[i] = searches[i].send(value)
+            except StopIteration as done:
+                out[i] = done.value
+        pending = following
+    return out  # type: ignore[return-value]  # every search ends with its Trim
+
+
+def _trim_steps(n: int, keep: float, method: str, checks: int, max_tokens: int | None,
+                original: float | None) -> Generator[int, float, Trim]:
+    """The search of :func:`trim_prompt` for an n-token prompt: yields each suffix start it needs, is sent that
+    suffix's activation at its last token, and returns the :class:`Trim`."""
     if not 0 < keep < 1:
         raise ValueError("The kept fraction must lie strictly between 0 and 1.")
     if method not in ("binary", "linear"):
@@ -129,62 +177,70 @@ def trim_prompt(session: ModelSession, ids: list[int], block_index: int, neuron:
         raise ValueError("The length cap needs at least 1 token.")
     probes: dict[int, float] = {}
 
-    def act(start: int) -> float:
+    def act(start: int) -> Generator[int, float, float]:
         if start not in probes:
-            probes[start] = float(neuron_acts(session, ids[start:], [block_index])[block_index][-1, neuron])
+            probes[start] = yield start
         return probes[start]
 
-    n = len(ids)
-    original = act(0) if original is None else float(original)
+    original = (yield from act(0)) if original is None else float(original)
     if original <= 0:  # nothing positive to keep: leave the prompt whole
         return Trim(0, original, original, "none", len(probes))
     threshold = keep * original
     floor = n - max_tokens if max_tokens is not None and n > max_tokens else 0  # the longest suffix that may be kept
 
-    def verified(shorter: range) -> bool:
-        """No probe spread over ``shorter`` (shortest first) keeps enough: the monotone reading stands."""
+    def contradicted(shorter: range) -> Generator[int, float, bool]:
+        """Does any probe spread over ``shorter`` (shortest first) keep enough, against the monotone reading?"""
         step = max(1, len(shorter) // checks) if checks else len(shorter) + 1
-        return not any(act(start) > threshold for start in list(shorter)[::-1][::step][:checks])
+        for start in list(shorter)[::-1][::step][:checks]:
+            if (yield from act(start)) > threshold:
+                return True
+        return False
 
     if method == "binary":
-        if floor and not act(floor) > threshold:  # under monotonicity no suffix within the cap keeps enough
-            if verified(range(floor + 1, n)):
+        if floor and not (yield from act(floor)) > threshold:  # monotone: no suffix within the cap keeps enough
+            if not (yield from contradicted(range(floor + 1, n))):
                 return Trim(0, original, original, "too long", len(probes))
         else:
             lo, hi = floor, n  # act(lo) > threshold; the empty suffix (hi = n) is not
             while hi - lo > 1:
                 mid = (lo + hi) // 2
-                lo, hi = (mid, hi) if act(mid) > threshold else (lo, mid)
-            if verified(range(lo + 2, n)):  # lo + 1 = hi was probed by the search
-                return Trim(lo, act(lo), original, "binary", len(probes))
+                lo, hi = (mid, hi) if (yield from act(mid)) > threshold else (lo, mid)
+            if not (yield from contradicted(range(lo + 2, n))):  # lo + 1 = hi was probed by the search
+                return Trim(lo, probes.get(lo, original), original, "binary", len(probes))  # lo = 0: the whole
     for start in range(n - 1, floor - 1, -1):  # shortest first, within the cap: exact
-        if act(start) > threshold:
+        if (yield from act(start)) > threshold:
             return Trim(start, probes[start], original, "linear", len(probes))
     if floor:
         return Trim(0, original, original, "too long", len(probes))
     # only when the caller's original differs from this pass's reading of the whole prompt (float rounding)
-    return Trim(0, act(0), original, "linear", len(probes))
+    return Trim(0, (yield from act(0)), original, "linear", len(probes))
 
 
 def trimmed_rows(session: ModelSession, windows: list[list[int]], tops: pd.DataFrame,
                   neurons: pd.DataFrame, params: ScanParams, progress: Progress) -> list[dict]:
+    """Each top window of each neuron trimmed (:func:`trim_prompts`: one neuron's prompts batched together)."""
     vocab = session.vocab_strings()
     tokens = {(r.block, r.neuron): (r.token_id, r.token) for r in neurons.itertuples()}
-    rows, total = [], max(1, len(tops))
-    for k, top in enumerate(tops.sort_values(["block", "neuron", "activation"],
-                                             ascending=[True, True, False]).itertuples()):
-        progress(k / total, f"trimming prompt {k + 1}/{total} (block {top.block}, neuron {top.neuron})")
-        ids = windows[top.window][:top.position + 1]
-        trim = trim_prompt(session, ids, block_of_layer(top.block), top.neuron, params.keep, params.trim,
-                           max_tokens=params.max_tokens, original=top.activation)
-        kept = ids[trim.start:]
-        token_id, token = tokens[(top.block, top.neuron)]
-        rows.append({"block": top.block, "neuron": top.neuron, "token_id": token_id, "token": token,
-                     "activation": trim.original, "trimmed_activation": trim.activation,
-                     "kept_fraction": trim.activation / trim.original if trim.original else float("nan"),
-                     "n_tokens": len(kept), "window": top.window, "position": top.position,
-                     "start": trim.start, "trim_method": trim.method, "ids": list(kept),
-                     "text": "".join(vocab[i] for i in kept), "last_token": vocab[kept[-1]]})
+    rows, total, done = [], max(1, len(tops)), 0
+    ordered = tops.sort_values(["block", "neuron", "activation"], ascending=[True, True, False])
+    for (block, neuron), group in ordered.groupby(["block", "neuron"], sort=False):
+        progress(done / total, f"trimming prompts {done + 1}-{done + len(group)} of {total} (block {block}, "
+                               f"neuron {neuron})")
+        tops_of = list(group.itertuples())
+        ids_of = [windows[top.window][:top.position + 1] for top in tops_of]
+        trims = trim_prompts(session, [(ids, top.activation) for ids, top in zip(ids_of, tops_of)],
+                             block_of_layer(int(block)), int(neuron), params.keep, params.trim,
+                             max_tokens=params.max_tokens)
+        token_id, token = tokens[(block, neuron)]
+        for top, ids, trim in zip(tops_of, ids_of, trims):
+            kept = ids[trim.start:]
+            rows.append({"block": top.block, "neuron": top.neuron, "token_id": token_id, "token": token,
+                         "activation": trim.original, "trimmed_activation": trim.activation,
+                         "kept_fraction": trim.activation / trim.original if trim.original else float("nan"),
+                         "n_tokens": len(kept), "window": top.window, "position": top.position,
+                         "start": trim.start, "trim_method": trim.method, "ids": list(kept),
+                         "text": "".join(vocab[i] for i in kept), "last_token": vocab[kept[-1]]})
+        done += len(group)
     return rows
 
 
