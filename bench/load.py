@@ -15,14 +15,22 @@ headless Chromium with one browser context per simulated researcher:
    sessions the Extraction page at once, each with its own seed. Every session's CSV must equal its single-session
    CSV byte for byte (same server, same computation); an exception or error alert on the page, a JavaScript error or
    a timeout counts as an error.
-4. **RSS growth**: one session submits ``--prompts`` distinct prompts one after another through the sidebar's prompt
+4. **the server alone**: the Lens phases again (caches emptied, single sessions, then N at once) through websocket
+   sessions that speak Streamlit's own protocol (:class:`WsSession`: the rerun a browser sends for the deep link,
+   the CSV fetched from the download button's URL) and draw nothing, so no browser works on the server's cores;
+   their CSVs must equal the browser sessions' byte for byte. The server's time under load plus what one browser
+   adds alone (browser single p50 minus server single p50) estimates the time with each browser on its own machine:
+   printed as an estimate, not judged.
+5. **RSS growth**: one session submits ``--prompts`` distinct prompts one after another through the sidebar's prompt
    box and Run button; the server's RSS after a 3-prompt warm-up against after the last prompt.
 
 Server RSS (the server process and its children; psutil, else /proc) is sampled every 0.2 s; each phase also reports
 the CPU seconds used by the server, by the browser (Chromium and the Playwright driver) and by everything else on the
 machine, which says where the time goes. The disk result cache is a temporary folder (models and corpora are linked
 from cache/), so runs repeat and cache/results is not touched. Target (2 cores): 8 sessions with 0 errors and 0
-mismatches, Lens p95 <= 3x the single-session p50, RSS growth <= 200 MB over 100 prompts.
+mismatches, Lens p95 <= 3x the single-session p50, RSS growth <= 200 MB over 100 prompts, judged on the browser
+sessions. On a machine with more cores, ``--server-cpus 0,1`` pins the server to two of them and this process, its
+Playwright driver and the browsers to the rest: the target's 2-core server with the browsers elsewhere.
 
 Measured on 2 AMD EPYC cores (2026-12-06), browsers and server on the same two cores: 0 errors and 0 mismatches at 4
 and 8 sessions on both pages; RSS growth -93 MB over 100 prompts; Lens p95 at 8 sessions 32.9 s = 10.2x the
@@ -34,6 +42,7 @@ model loaded) starved the jobs while eight pages polled them, so 8 Extraction se
 (timeout after 10 min); it is off in .streamlit/config.toml, and the same phase now takes p95 32.4 s.
 
     .venv/bin/python bench/load.py [--sessions 4 8] [--prompts 100] [--quick] [--env LAYERSCOPE_HOSTED=1]
+                                   [--server-cpus 0,1]
 
 Progress goes to stderr; stdout's last line holds every figure (measured in this run).
 """
@@ -198,7 +207,7 @@ class RssSampler(threading.Thread):
 class Server:
     """``streamlit run app.py`` on a free port with a private disk result cache; always terminated by ``close``."""
 
-    def __init__(self, extra_env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, extra_env: dict[str, str], log_path: Path, cpus: set[int] | None = None) -> None:
         self.port, self.log_path = _free_port(), log_path
         self.base = f"http://127.0.0.1:{self.port}"
         self.tmp: Path | None = None
@@ -208,8 +217,9 @@ class Server:
         self.results = Path(env["LAYERSCOPE_CACHE"]) / "results"
         cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(self.port),
                "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+        pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None  # every thread it starts inherits it
         with log_path.open("w") as out:
-            self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, preexec_fn=pin)
         self.rss = RssSampler(self.proc.pid)
 
     def _private_cache(self) -> Path:
@@ -407,6 +417,62 @@ class Session:
             return Run(error=f"{type(err).__name__}: {str(err).splitlines()[0][:200]}")
 
 
+class WsSession:
+    """One Streamlit session without a browser: Streamlit's own websocket protocol (what the browser's page sends:
+    a rerun with the URL's query string and page), so the server's share of a result can be timed with no browser
+    drawing on the same cores. Time to result = from connecting to the last script run's end with nothing more
+    for SETTLE_MS; the result = the heatmap CSV's bytes, fetched from the download button's media URL."""
+
+    async def lens(self, base: str, text: str) -> Run:
+        from streamlit.proto.BackMsg_pb2 import BackMsg
+        from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+        from websockets.asyncio.client import connect
+
+        msg = BackMsg()
+        msg.rerun_script.query_string = urllib.parse.urlencode({"prompt": text})
+        msg.rerun_script.page_name = "Lens"
+        start, done, csv_url, problems = time.perf_counter(), None, None, []
+        try:
+            async with connect(base.replace("http://", "ws://") + "/_stcore/stream", subprotocols=["streamlit"],
+                               max_size=None) as ws:
+                await ws.send(msg.SerializeToString())
+                while True:
+                    try:
+                        raw = await asyncio.wait_for(ws.recv(), RUN_TIMEOUT_S if done is None else SETTLE_MS / 1000)
+                    except asyncio.TimeoutError:
+                        break
+                    reply = ForwardMsg()
+                    reply.ParseFromString(raw)
+                    kind = reply.WhichOneof("type")
+                    if kind == "script_finished":
+                        done = time.perf_counter() - start
+                    elif kind == "page_not_found":
+                        problems.append("page not found")
+                    elif kind == "delta" and reply.delta.WhichOneof("type") == "new_element":
+                        element = reply.delta.new_element
+                        what = element.WhichOneof("type")
+                        if what == "exception":
+                            problems.append(f"exception: {element.exception.message[:200]}")
+                        elif what == "alert" and element.alert.format == element.alert.ERROR:
+                            problems.append(element.alert.body.strip().splitlines()[0][:200])
+                        elif what == "download_button" and element.download_button.id.endswith(LENS_CSV):
+                            csv_url = element.download_button.url
+        except Exception as err:  # noqa: BLE001 (a refused or dropped connection: one session's error, counted)
+            return Run(error=f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}")
+        if done is None or problems or not csv_url:
+            return Run(error="; ".join(problems) or ("no result" if done is None else "no CSV button"))
+        try:
+            csv = await asyncio.to_thread(_get_text, base + csv_url)
+        except OSError as err:
+            return Run(error=f"CSV download failed: {err}")
+        return Run(done, csv)
+
+
+def _get_text(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=60) as reply:
+        return reply.read().decode("utf-8")
+
+
 # -- phases --------------------------------------------------------------------------------------------------------
 @dataclass
 class Phase:
@@ -483,6 +549,37 @@ async def one_by_one(browser, jobs) -> list[Run]:
 async def at_once(sessions: list[Session], jobs) -> list[Run]:
     """Job i in session i, all started together."""
     return list(await asyncio.gather(*(job(s) for job, s in zip(jobs, sessions))))
+
+
+async def ws_one_by_one(base: str, texts: list[str]) -> list[Run]:
+    return [await WsSession().lens(base, text) for text in texts]
+
+
+async def ws_at_once(base: str, texts: list[str]) -> list[Run]:
+    return list(await asyncio.gather(*(WsSession().lens(base, text) for text in texts)))
+
+
+async def ws_phases(base: str, server: Server, meter: Meter, prompts: list[str], sizes: list[int],
+                    browser_single: Phase) -> tuple[Phase, int, dict[int, tuple[Phase, int]]]:
+    """The server alone: the Lens page's prompts one by one, then ``n`` at once for each size, through websocket
+    sessions (no browser); caches emptied before each, as in the browser phases. -> (single phase, its mismatches
+    against the browser's single-session CSVs, {n: (phase, mismatches against the single phase)})."""
+    await clear_server_caches(base)
+    server.forget_results()
+    warm = await WsSession().lens(base, "The capital of France is")  # the model loads again
+    if warm.error:
+        raise SystemExit(f"websocket warm-up failed: {warm.error}")
+    single = await meter.phase("Lens, single session, no browser", ws_one_by_one(base, prompts))
+    if single.errors:
+        raise SystemExit(f"websocket single-session runs failed: {single.errors}")
+    out = {}
+    for n in sizes:
+        await clear_server_caches(base)
+        server.forget_results()
+        await WsSession().lens(base, "The capital of France is")
+        phase = await meter.phase(f"Lens, {n} sessions at once, no browser", ws_at_once(base, prompts[:n]))
+        out[n] = (phase, mismatches(phase.runs, single.runs))
+    return single, mismatches(single.runs, browser_single.runs), out
 
 
 async def warm_up(browser, base: str, n: int) -> None:
@@ -568,15 +665,17 @@ async def bench(args: argparse.Namespace, server: Server) -> str:
                         await s.close()
                 results[n] = (lens, mismatches(lens.runs, single_lens.runs), ex,
                               mismatches(ex.runs, single_ex.runs))
+            alone = await ws_phases(base, server, meter, prompts, args.sessions, single_lens)
             growth = await rss_growth(browser, base, server, meter, args.prompts)
         finally:
             await browser.close()
-    return summary(args, single_lens, single_ex, results, growth, server)
+    return summary(args, single_lens, single_ex, results, alone, growth, server)
 
 
-def summary(args, single_lens: Phase, single_ex: Phase, results: dict, growth, server: Server) -> str:
+def summary(args, single_lens: Phase, single_ex: Phase, results: dict, alone, growth, server: Server) -> str:
     """The last line: Lens and Extraction times alone and at once (ratios to the single-session p50 of this run),
-    errors, mismatches, where the CPU went, RSS peak and growth, and the verdict on the target."""
+    errors, mismatches, where the CPU went, the server alone (websocket sessions), RSS peak and growth, and the
+    verdict on the target (judged on the browser sessions)."""
     base_lens, base_ex = statistics.median(single_lens.times), statistics.median(single_ex.times)
 
     def at_once_part(n: int, phase: Phase, bad: int, base: float) -> str:
@@ -588,10 +687,12 @@ def summary(args, single_lens: Phase, single_ex: Phase, results: dict, growth, s
 
     def cores(phase: Phase) -> str:
         c = phase.cpu
+        text = (f"cores used: server {c['server'] / phase.wall:.1f}, browsers {c['browser'] / phase.wall:.1f}, "
+                f"other processes {c['other'] / phase.wall:.1f}")
+        if args.server_cpus:
+            return text
         floor = c["browser"] / (os.cpu_count() or 1)  # the browsers' own CPU time spread over every core
-        return (f"cores used: server {c['server'] / phase.wall:.1f}, browsers {c['browser'] / phase.wall:.1f}, "
-                f"other processes {c['other'] / phase.wall:.1f}; the browsers alone need {floor:.0f} s of "
-                f"the machine = {floor / base_lens:.1f}x single")
+        return text + f"; the browsers alone need {floor:.0f} s of the machine = {floor / base_lens:.1f}x single"
 
     lens_parts, ex_parts, met = [], [], True
     for n, (lens, lens_bad, ex, ex_bad) in results.items():
@@ -600,21 +701,54 @@ def summary(args, single_lens: Phase, single_ex: Phase, results: dict, growth, s
         if n == TARGET["sessions"]:
             ratio = pct(lens.times, 95) / base_lens if lens.times else float("inf")
             met &= not lens.errors and not ex.errors and lens_bad == 0 and ex_bad == 0 and ratio <= TARGET["ratio"]
+    ws_single, ws_vs_browser, ws_results = alone
+    ws_base = statistics.median(ws_single.times)
+    browser_side = base_lens - ws_base  # what a session's browser adds to the server's time, measured alone
+    ws_parts = []
+    for n, (ph, bad) in ws_results.items():
+        part = at_once_part(n, ph, bad, ws_base) + f" (server {ph.cpu['server'] / ph.wall:.1f} cores)"
+        if ph.times and not args.server_cpus:
+            # each browser on its own machine: the server's time under load plus one browser's own share
+            estimate = pct(ph.times, 95) + browser_side
+            part += (f"; estimate with each browser on its own machine: p95 {estimate:.1f} s = "
+                     f"{estimate / base_lens:.1f}x single (not a measurement)")
+        ws_parts.append(part)
     phase, before, after = growth
     grew = mb(after - before)
     met &= grew <= TARGET["rss_mb"] and not phase.errors
     judged = TARGET["sessions"] in results and args.prompts >= TARGET["prompts"]
     verdict = ("target met" if met else "target MISSED") if judged else \
         f"target not judged (needs --sessions {TARGET['sessions']} --prompts {TARGET['prompts']})"
-    peak = max([single_lens.peak_rss, single_ex.peak_rss, phase.peak_rss]
-               + [p.peak_rss for r in results.values() for p in (r[0], r[2])])
+    peak = max([single_lens.peak_rss, single_ex.peak_rss, phase.peak_rss, ws_single.peak_rss]
+               + [p.peak_rss for r in results.values() for p in (r[0], r[2])]
+               + [ph.peak_rss for ph, _bad in ws_results.values()])
     each = f", {statistics.median(phase.times):.1f} s each" if phase.times else ""
     env = "".join(f" {k}={v}" for k, v in args.env.items())
-    return (f"load{env} | lens single p50 {base_lens:.1f} s | " + " | ".join(lens_parts)
+    cpus = os.sched_getaffinity(0)
+    where = (f"server on cpus {_cpu_list(args.server_cpus)}, browsers on {_cpu_list(cpus)}" if args.server_cpus
+             else f"server and browsers share {os.cpu_count()} cpus")
+    return (f"load{env} | {where} | lens single p50 {base_lens:.1f} s | " + " | ".join(lens_parts)
+            + f" | server alone (websocket sessions, no browser): lens single p50 {ws_base:.1f} s "
+            f"({ws_vs_browser} CSVs unlike the browser's) | " + " | ".join(ws_parts)
             + f" | extraction (n={args.n}, logit) single p50 {base_ex:.1f} s | " + " | ".join(ex_parts)
             + f" | peak RSS {mb(peak):.0f} MB | RSS growth over {args.prompts} prompts {grew:+.0f} MB "
             f"({mb(before):.0f} -> {mb(after):.0f} MB{each}, {len(phase.errors)} errors) | {verdict} | "
             f"load avg {os.getloadavg()[0]:.1f} on {os.cpu_count()} cpus")
+
+
+def _cpu_list(cpus: set[int]) -> str:
+    return ",".join(str(c) for c in sorted(cpus))
+
+
+def parse_cpus(text: str) -> set[int]:
+    """"0,1" or "0-3" or "0-1,4" -> a set of CPU numbers."""
+    out: set[int] = set()
+    for part in text.split(","):
+        lo, sep, hi = part.strip().partition("-")
+        if not lo.isdigit() or (sep and not hi.isdigit()):
+            raise ValueError(f"not a CPU list: {text!r} (e.g. 0,1 or 0-1)")
+        out.update(range(int(lo), int(hi if sep else lo) + 1))
+    return out
 
 
 def _require_browser() -> None:
@@ -634,7 +768,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--n", type=int, default=EXTRACTION_N, help="texts per Extraction run (default %(default)s)")
     parser.add_argument("--env", action="append", default=[], metavar="K=V",
                         help="an environment variable for the server, e.g. LAYERSCOPE_HOSTED=1 (repeatable)")
+    parser.add_argument("--server-cpus", default=None, metavar="LIST",
+                        help="pin the server to these CPUs (e.g. 0,1) and the browsers to the others: the target's "
+                             "2-core server without the browsers on its cores (needs a machine with more cores)")
     args = parser.parse_args(argv)
+    if args.server_cpus is not None:
+        try:
+            args.server_cpus = parse_cpus(args.server_cpus)
+        except ValueError as err:
+            parser.error(str(err))
+        usable = os.sched_getaffinity(0)
+        if not args.server_cpus <= usable:
+            parser.error(f"--server-cpus {_cpu_list(args.server_cpus)}: this process may use cpus {_cpu_list(usable)}")
+        if not usable - args.server_cpus:
+            parser.error(f"--server-cpus {_cpu_list(args.server_cpus)} leaves no cpu for the browsers "
+                         f"(this machine has {_cpu_list(usable)})")
     if args.prompts is None:
         args.prompts = 10 if args.quick else TARGET["prompts"]
     if any(n < 1 for n in args.sessions) or args.prompts < 1 or args.n < 5:
@@ -655,7 +803,9 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
     _require_browser()
     log_path = Path(tempfile.gettempdir()) / f"layerscope-load-{os.getpid()}.log"
-    server = Server(args.env, log_path)
+    server = Server(args.env, log_path, args.server_cpus)
+    if args.server_cpus:  # this process, its Playwright driver and the browsers on the other cpus
+        os.sched_setaffinity(0, os.sched_getaffinity(0) - args.server_cpus)
     try:
         server.wait_healthy()
         log.info("server %s (log %s), sessions %s, %d RSS prompts", server.base, log_path, args.sessions,
