@@ -502,7 +502,9 @@ METHOD_DIFFERENCES = [
     "feed them. The same rule holds for scanning, trimming, attribution and ablation, and positions count content "
     "tokens, so the paper's scan-with-BOS / trim-without-BOS off-by-one cannot arise.",
     "Trimming: a binary search as in the paper, then 3 extra probes of shorter suffixes; if one of them also keeps "
-    "enough activation (the search's monotonicity assumption fails) the exact shortest-first scan is used instead.",
+    "enough activation (the search's monotonicity assumption fails) the exact shortest-first scan is used instead. "
+    "The search looks only at suffixes within the length cap (a longer one would be dropped anyway): the same kept "
+    "prompts, without passes over the whole 1,024-token window; the untrimmed activation is the scan's reading.",
     "Attribution site: GPT-2-style MLPs use the W_in column with the pre-MLP LayerNorm's gain folded in and centred "
     "(as fold_ln does); SwiGLU MLPs (the bundled model) use the gate's row W_gate (the neuron is act(W_gate x) · "
     "W_up x; the paper's models have no gate). The norm's per-prompt scale is ignored, as in the paper.",
