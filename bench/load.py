@@ -32,14 +32,15 @@ mismatches, Lens p95 <= 3x the single-session p50, RSS growth <= 200 MB over 100
 sessions. On a machine with more cores, ``--server-cpus 0,1`` pins the server to two of them and this process, its
 Playwright driver and the browsers to the rest: the target's 2-core server with the browsers elsewhere.
 
-Measured on 2 AMD EPYC cores (2026-12-06), browsers and server on the same two cores: 0 errors and 0 mismatches at 4
-and 8 sessions on both pages; RSS growth -93 MB over 100 prompts; Lens p95 at 8 sessions 32.9 s = 10.2x the
-single-session 3.2 s, so the ratio target is missed, and not by the server: the 8 Chromium tabs used 47.5 CPU
-seconds (1.4 of the 2 cores), the server 16.9 (2.1 s per result, the same as alone), and the browsers' work alone
-spread over both cores takes 24 s = 7.4x single. The first run of this benchmark found a real fault: Streamlit's
-``runner.postScriptGC`` (a full gc.collect() after every script and fragment run, ~0.3 s holding the GIL with the
-model loaded) starved the jobs while eight pages polled them, so 8 Extraction sessions at once never finished
-(timeout after 10 min); it is off in .streamlit/config.toml, and the same phase now takes p95 32.4 s.
+Measured on 2 AMD EPYC cores (2026-12-06, second run), browsers and server on the same two cores: 0 errors and 0
+mismatches at 4 and 8 sessions on both pages and through the websocket sessions; RSS growth +96 MB over 100 prompts;
+Lens p95 at 8 browser sessions 45.7 s = 13.4x the single-session 3.4 s, so the ratio target is missed, and not by
+the server: the 8 Chromium tabs used 71 CPU seconds (1.5 of the 2 cores; a tab works the longer it waits), the
+server 18.5 (2.3 s per result). The server alone serves 8 at once with p95 8.5 s (5.3x its own 1.6 s), which with
+each browser on its own machine would make about 10.3 s = 3.0x (an estimate). The first run of this benchmark found
+a real fault: Streamlit's ``runner.postScriptGC`` (a full gc.collect() after every script and fragment run, ~0.3 s
+holding the GIL with the model loaded) starved the jobs while eight pages polled them, so 8 Extraction sessions at
+once never finished (timeout after 10 min); it is off in .streamlit/config.toml.
 
     .venv/bin/python bench/load.py [--sessions 4 8] [--prompts 100] [--quick] [--env LAYERSCOPE_HOSTED=1]
                                    [--server-cpus 0,1]
