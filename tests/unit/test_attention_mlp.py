@@ -268,11 +268,19 @@ def test_batched_trimming_finds_the_suffixes_one_at_a_time_finds(make_session, a
     prompts = [(ids[:end + 1], float(acts[end])) for end in ends]
     batched = amlp_prompts.trim_prompts(session, prompts, block, neuron, method=method, max_tokens=60)
     assert any(t.method in ("binary", "linear") and t.start > 0 for t in batched)  # real trimming happened
+    compared = 0
     for (prompt, original), got in zip(prompts, batched):
+        # a padded batch rounds differently from a single sequence: a suffix whose activation lies within
+        # rounding of the threshold may decide either way (a near-tie), so such prompts are not compared
+        suffixes = [float(neuron_acts(session, prompt[s:], [block])[block][-1, neuron]) for s in range(len(prompt))]
+        if any(abs(a - 0.8 * original) < 1e-4 * abs(original) + 1e-5 for a in suffixes):
+            continue
         alone = amlp_prompts.trim_prompt(session, prompt, block, neuron, method=method, max_tokens=60,
                                          original=original)
         assert (got.start, got.method) == (alone.start, alone.method)
         assert got.activation == pytest.approx(alone.activation, rel=1e-4, abs=1e-5)
+        compared += 1
+    assert compared >= len(prompts) - 1  # near-ties are rare: the comparison really happens
 
 
 def test_trimmed_prompts_keep_more_than_0_8_and_are_shortest(make_session) -> None:
@@ -288,10 +296,10 @@ def test_trimmed_prompts_keep_more_than_0_8_and_are_shortest(make_session) -> No
         assert again == pytest.approx(row.trimmed_activation, rel=1e-4, abs=1e-5)
         assert row.trimmed_activation > 0.8 * row.activation and row.n_tokens <= 100
         if len(row.ids) > 1:  # one token shorter no longer keeps 0.8 (linear = exact shortest)
-            # exact: same computation (the trim probed this very suffix with the same call and shapes, and
-            # row.activation is its neuron_acts of the untrimmed prompt)
+            # the trim probed this suffix in a padded batch and took row.activation from the batched scan: a
+            # single pass rounds differently, so a suffix within rounding of the threshold counts as a tie
             shorter = float(neuron_acts(session, list(row.ids)[1:], [2])[2][-1, row.neuron])
-            assert shorter <= 0.8 * row.activation
+            assert shorter <= 0.8 * row.activation + 1e-4 * abs(row.activation) + 1e-5
     assert set(prompts.block) == {3}
     assert (prompts.groupby(["block", "neuron"]).activation.diff().dropna() <= 1e-6).all()
 
