@@ -17,7 +17,10 @@ from core.analyses.attention_mlp.params import (
     DEFAULT_N_TEXTS,
     DEFAULT_PER_LAYER,
     DEFAULT_SEED,
+    MAX_TRIMMED_TOKENS,
     TABLES,
+    TRIM_KEEP,
+    TRIM_METHODS,
     HeadParams,
     ScanParams,
 )
@@ -25,7 +28,7 @@ from core.cli.common import Bar, add_format, add_model, check_model, check_sizes
 from core.layers import layers_of_blocks
 
 BOUNDS = {"per_layer": (1, None), "n_texts": (1, 100_000), "window": (2, 65_536), "top": (1, 10_000),
-          "seed": (0, validate.MAX_SEED)}
+          "max_tokens": (2, 65_536), "seed": (0, validate.MAX_SEED)}
 
 
 def _blocks(text: str, n_layers: int) -> list[int]:
@@ -52,7 +55,11 @@ def check_args(args: argparse.Namespace) -> list[str]:
     """Table, sizes, model, --blocks against config.json and the corpus, before torch loads; -> the texts."""
     refuse_old_layers(args.layers)
     validate.choice("table", args.table, TABLES)
+    validate.choice("--trim", args.trim, TRIM_METHODS)
     check_sizes(args, BOUNDS)
+    if validate.number_range("--keep", args.keep, 0.0, 1.0, lo_open=True) == 1.0:
+        raise ValueError("--keep must lie strictly between 0 and 1 (a trimmed prompt keeps more than this share of "
+                         "the activation; the paper: 0.8).")
     blocks = validate.int_list("--blocks", args.blocks)
     if args.blocks.strip() and not blocks:
         raise ValueError("--blocks is empty: give comma-separated 1-based blocks, e.g. 27,28, or leave it out for "
@@ -83,7 +90,7 @@ def cmd_attention_mlp(args: argparse.Namespace) -> None:
     if args.table == "neurons":
         print_frame(neurons, args.format)
         return
-    scan = ScanParams(window=args.window, top=args.top)
+    scan = ScanParams(window=args.window, top=args.top, keep=args.keep, max_tokens=args.max_tokens, trim=args.trim)
     bar = Bar("max-activating prompts")
     prompts = max_activating_prompts(session, neurons, corpus_sample(texts, args.n_texts), scan, bar)
     bar.close()
@@ -113,6 +120,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-texts", type=int, default=DEFAULT_N_TEXTS, help="texts scanned for max-activating prompts")
     p.add_argument("--window", type=int, default=default_of(ScanParams, "window"), help="tokens per scanning window")
     p.add_argument("--top", type=int, default=default_of(ScanParams, "top"), help="prompts kept per neuron")
+    p.add_argument("--keep", type=float, default=TRIM_KEEP,
+                   help="trim each prompt to its shortest suffix keeping more than this share of the neuron's "
+                        "activation (default %(default)s, the paper's)")
+    p.add_argument("--max-tokens", type=int, default=MAX_TRIMMED_TOKENS,
+                   help="drop trimmed prompts longer than this many tokens (default %(default)s, the paper's)")
+    p.add_argument("--trim", default="binary",
+                   help="trimming search: 'binary' (a binary search on the suffix length, exact scan where the "
+                        "activation is not monotone) or 'linear' (every suffix length, shortest first)")
     p.add_argument("--include-own", action="store_true", default=default_of(HeadParams, "include_own"),
                    help="also count the neuron's own block's attention heads (the paper: earlier blocks only)")
     p.add_argument("--table", default=TABLES[0], help=", ".join(TABLES))

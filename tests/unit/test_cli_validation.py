@@ -125,6 +125,11 @@ def tiny_model_dir(tmp_path: Path) -> Path:
     (["attention-mlp", "--window", "1"], ["--window"]),
     (["attention-mlp", "--top", "0"], ["--top"]),
     (["attention-mlp", "--blocks", "a,b"], ["--blocks"]),
+    (["attention-mlp", "--keep", "1"], ["--keep", "strictly between 0 and 1"]),
+    (["attention-mlp", "--keep", "0"], ["--keep", "(0, 1]"]),
+    (["attention-mlp", "--keep", "nan"], ["--keep", "finite"]),
+    (["attention-mlp", "--max-tokens", "1"], ["--max-tokens", "2..65536"]),
+    (["attention-mlp", "--trim", "ternary"], ["--trim", "binary, linear"]),
     # the old 0-based flag: refused, naming the same blocks 1-based
     (["attention-mlp", "--layers", "26,27"], ["--layers took 0-based blocks", "--blocks 27,28", "1-based"]),
     (["attention-mlp", "--layers", "a,b"], ["--layers took 0-based blocks", "--blocks"]),
@@ -480,7 +485,8 @@ def test_cli_defaults_are_the_analyses_defaults() -> None:
     run_defaults = {f.name: f.default for f in fields(RunConfig) if f.name in ("per_layer", "n_texts", "control",
                                                                                  "seed")}
     assert {name: amlp[name] for name in run_defaults} == run_defaults
-    assert (amlp["window"], amlp["top"]) == (ScanParams().window, ScanParams().top)
+    assert {k: amlp[k] for k in ("window", "top", "keep", "max_tokens", "trim")} == {
+        k: getattr(ScanParams(), k) for k in ("window", "top", "keep", "max_tokens", "trim")}
     assert amlp["include_own"] == HeadParams().include_own
 
 

@@ -11,8 +11,8 @@ work" instead of loading a model; each subcommand's base command line (the fuzze
 reach that sentinel, so every refusal counted is the fuzzed value's. A handful of cases also run end to end in a
 subprocess (``python -m core``, HF_HUB_OFFLINE=1), as a user would.
 
-Measured here (2 AMD cores, a corpus job running beside it): 2,902 in-process cases over the 12 subcommands and
-155 options (every section of ``depth`` and ``topk`` as its own base) in about 10 s, 0 tracebacks; 10 cases end to
+Measured here (2 AMD cores): 2,932 in-process cases over the 12 subcommands and
+158 options (every section of ``depth`` and ``topk`` as its own base) in about 10 s, 0 tracebacks; 10 cases end to
 end in a subprocess, 0.3-0.6 s each. ``pytest -s`` prints the count lines.
 """
 
@@ -178,6 +178,8 @@ def values_for(command: str, action: argparse.Action, p: dict[str, str]) -> list
         return [[v] for v in NAME_LISTS]
     if dest == "table":
         return [[v] for v in TABLES]
+    if dest == "trim":  # attention-mlp's trimming search: binary or linear
+        return [[v] for v in CHOICES + ["Binary", "ternary"]]
     if dest in ("source_cell", "target_cell"):
         return [[v] for v in CELLS]
     if dest == "corpus" and command == "topics":  # a folder of .txt files ("" = the bundled Wikipedia)
