@@ -79,3 +79,17 @@ def test_chat_wrapping_shows_the_exact_tokens() -> None:
     assert at.query_params.get("chat") == "True"
     captions = " ".join(c.value for c in at.sidebar.caption)
     assert "5 special" in captions, captions
+
+
+def test_copy_as_code_is_drawn_only_while_open() -> None:
+    at = run_page(LENS, prompt=DEFAULT_PROMPT)
+    assert_clean(at)
+    assert "Copy as code" in [e.label for e in at.expander]
+    assert not at.code  # closed: nothing for the browser to highlight
+    at.session_state["snippet_lens"] = True  # what opening it does
+    at.run()
+    assert_clean(at)
+    code = " ".join(c.value for c in at.code)
+    assert "run_lens" in code and DEFAULT_PROMPT in code
+    at.run()  # it stays open across reruns
+    assert "run_lens" in " ".join(c.value for c in at.code)

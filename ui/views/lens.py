@@ -293,7 +293,7 @@ def lens_code(spec_key: str, prompt: str, opts: LensOptions, layers: tuple[int, 
     """"Copy as code" for the heatmap: the core calls that give its table (the first lens; a second one is the same
     call with its name)."""
     show_snippet(lens_snippet(spec_key, prompt, opts.top_k, opts.targets, opts.lens, opts.target_prompt(opts.lens),
-                              list(layers), list(positions)))
+                              list(layers), list(positions)), key="lens")
 
 
 def selected_cell(spec_key: str, prompt: str, tokens: tuple[str, ...], opts: LensOptions, cell: tuple[int, int],
@@ -469,7 +469,7 @@ def what_if(spec_key: str, prompt_a: str, opts: LensOptions, layers: tuple[int, 
     st.caption(" ".join(notes))
     chart_downloads(chart, diff, "what_if", key="dl_whatif")
     show_snippet(whatif_snippet(spec_key, prompt_a, prompt_b, opts.top_k, opts.targets, opts.lens,
-                                opts.target_prompt(opts.lens), list(layers)))
+                                opts.target_prompt(opts.lens), list(layers)), key="whatif")
     _inspect_b(event, res_b, tokens_b, layers)
     last_a, last_b = len(tokens_a) - 1, len(tokens_b) - 1
     both = pd.concat([res_a.targets[res_a.targets.position == last_a].assign(prompt="A"),

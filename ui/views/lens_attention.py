@@ -60,4 +60,4 @@ def attention_view(spec_key: str, prompt: str, cell: tuple[int, int]) -> None:
         table_downloads(heads, f"attention_heads_block{block}_pos{position}", key="dl_attn_heads_table")
         st.dataframe(frame, hide_index=True, width="stretch", height=240)
         table_downloads(frame, f"attention_block{block}_pos{position}", key="dl_attn_table")
-    show_snippet(attention_snippet(spec_key, prompt, int(block), position, int(target)))
+    show_snippet(attention_snippet(spec_key, prompt, int(block), position, int(target)), key="attention")

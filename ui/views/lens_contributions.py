@@ -72,7 +72,8 @@ def contributions_view(spec_key: str, prompt: str, cell: tuple[int, int]) -> Non
         st.dataframe(parts, hide_index=True, width="stretch", height=260)
         table_downloads(parts, f"contributions_layer{layer}_pos{position}", key="dl_contrib_table")
     threshold = graph_section(spec_key, prompt, max(1, layer), position, n_layers)
-    show_snippet(contributions_snippet(spec_key, prompt, layer, position, target, other, threshold))
+    show_snippet(contributions_snippet(spec_key, prompt, layer, position, target, other, threshold),
+                 key="contributions")
 
 
 def _node_clicked() -> None:

@@ -139,7 +139,8 @@ def generation_view(spec_key: str, prompt: str, n_layers: int) -> None:
         table_downloads(table, "generation_tokens", key="dl_gen_tokens")
     show_snippet(generation_snippet(session.spec.key(), prompt, int(request["gen_n"]), bool(request["gen_sample"]),
                                     int(request["gen_seed"]), float(request["gen_temp"]), int(request["gen_top_k"]),
-                                    lens_top_k=DEFAULT_TOP_K, layers=strided_layers(n_layers, auto_stride(n_layers))))
+                                    lens_top_k=DEFAULT_TOP_K, layers=strided_layers(n_layers, auto_stride(n_layers))),
+                 key="generation")
 
 
 def _use_button(spec_key: str, prompt: str, gen: Generation) -> None:

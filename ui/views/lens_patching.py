@@ -115,7 +115,7 @@ def grid_section(spec_key: str, prompt: str, values: dict) -> None:
         st.dataframe(result.frame, hide_index=True, width="stretch", height=300)
         table_downloads(result.frame, f"patching_{site}", key="dl_patching_table")
     show_snippet(grid_snippet(spec_key, prompt, corrupt, kind, metric.token or values["patch_token"],
-                              metric.other or values["patch_other"], site))
+                              metric.other or values["patch_other"], site), key="patch_grid")
 
 
 def _cell_picker(label: str, name: str, default: tuple[int, int], n_layers: int,
@@ -185,4 +185,5 @@ def patch_lens_panel(spec_key: str, prompt: str, corrupt: str) -> None:
     with st.expander("Table"):
         st.dataframe(result.frame, hide_index=True, width="stretch", height=300)
         table_downloads(result.frame, "patch_lens", key="dl_patch_lens_table")
-    show_snippet(patch_lens_snippet(spec_key, prompt, corrupt, source, target, top_k=5), "Copy the patch lens as code")
+    show_snippet(patch_lens_snippet(spec_key, prompt, corrupt, source, target, top_k=5), "Copy the patch lens as code",
+                 key="patch_lens")
