@@ -93,3 +93,15 @@ def test_copy_as_code_is_drawn_only_while_open() -> None:
     assert "run_lens" in code and DEFAULT_PROMPT in code
     at.run()  # it stays open across reruns
     assert "run_lens" in " ".join(c.value for c in at.code)
+
+
+def test_the_full_table_is_computed_when_its_expander_opens() -> None:
+    at = run_page(LENS, prompt=DEFAULT_PROMPT)
+    assert_clean(at)
+    assert not any("top_tokens" in d.value.columns for d in at.dataframe)  # closed: nothing computed or drawn
+    at.session_state["x_full_table"] = True
+    at.run()
+    assert_clean(at)
+    full = next(d.value for d in at.dataframe if "top_tokens" in d.value.columns)
+    assert len(full) == 31 * 5  # every layer (embeddings + 30 blocks) x the 5 prompt tokens
+    assert set(full.layer) == set(range(31))

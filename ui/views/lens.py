@@ -305,9 +305,11 @@ def selected_cell(spec_key: str, prompt: str, tokens: tuple[str, ...], opts: Len
     cell_picker(cell, list(range(n_layers + 1)), len(tokens), tokens)
     result, other = fetch_both(spec_key, prompt, opts, positions=(cell[1],))
     cell_details(result, cell, other, (opts.lens, opts.lens_b))
-    with st.expander("Full table (every layer × position)"):
-        if st.toggle("Compute the full table", key="w_full_table",
-                     help=f"Every layer at all {len(tokens)} positions, with downloads (computed on demand)."):
+    box = st.expander("Full table (every layer × position, computed when opened)", key="x_full_table",
+                      on_change="rerun")
+    if box.open:
+        with box:
+            st.caption(f"Every layer at all {len(tokens)} positions, with downloads.")
             full = fetch(spec_key, prompt, opts, opts.lens)
             st.dataframe(full.frame, hide_index=True, width="stretch", height=300)
             table_downloads(full.frame, "lens", key="dl_lens_table")
