@@ -5,6 +5,7 @@ are the defaults, so old links open as before: float32 on CPU)."""
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, replace
 
 import streamlit as st
@@ -206,7 +207,10 @@ def analysed_prompt(session: ModelSession, typed: str, chat: bool) -> str:
 def tokens_expander(session: ModelSession, prompt: str) -> None:
     """The exact tokens the model reads (id, text with visible whitespace, special tokens marked), with a CSV
     download and the BOS rule in one sentence."""
-    with st.sidebar.expander("Tokens"):
+    box = st.sidebar.expander("Tokens", key="x_tokens", on_change="rerun")  # drawn while open: every page has it
+    if not box.open:
+        return
+    with box:
         try:
             ids = session.tokenize(prompt)
         except ValueError as err:
@@ -224,11 +228,31 @@ def tokens_expander(session: ModelSession, prompt: str) -> None:
 
 def prompt_problem(session: ModelSession, prompt: str) -> None:
     """Say under the prompt box, on every page, when the analysed prompt is empty or longer than the app analyses
-    (the Lens page's views then say it again where their results would be)."""
+    (the Lens page's views then say it again where their results would be), and warn when it draws nothing (only
+    spaces, line breaks, format or control characters, e.g. a lone right-to-left override)."""
     try:
-        cached.check_length(session.tokenize(prompt).numel())  # ValueError for an empty prompt too
+        n_tokens = session.tokenize(prompt).numel()  # ValueError for an empty prompt
+        cached.check_length(n_tokens)
     except ValueError as err:
         st.sidebar.error(str(err))
+        return
+    unseen = invisible_only(prompt)
+    if unseen:
+        st.sidebar.warning(f"The prompt shows nothing: it is {n_tokens} token{'s' * (n_tokens != 1)} of invisible "
+                           f"characters only ({unseen}). The pages analyse it as it is; Tokens below lists them.")
+
+
+CONTROL_NAMES = {"\n": "LINE FEED", "\t": "TAB", "\r": "CARRIAGE RETURN"}  # unicodedata names no control
+
+
+def invisible_only(text: str) -> str:
+    """"" when ``text`` has a visible character (or is empty), else the code points it holds, e.g.
+    "U+202E RIGHT-TO-LEFT OVERRIDE" (spaces, line breaks, format and control characters draw nothing)."""
+    if not text or any(unicodedata.category(c)[0] not in "ZC" for c in text):
+        return ""
+    points = list(dict.fromkeys(text))
+    named = [f"U+{ord(c):04X} {unicodedata.name(c, CONTROL_NAMES.get(c, 'control'))}" for c in points[:3]]
+    return ", ".join(named) + (f" and {len(points) - 3} more" if len(points) > 3 else "")
 
 
 def load_session(spec: ModelSpec) -> ModelSession | None:

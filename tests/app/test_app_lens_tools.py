@@ -77,8 +77,13 @@ def test_chat_wrapping_shows_the_exact_tokens() -> None:
     at = run_page(LENS, prompt=DEFAULT_PROMPT, chat="True")
     assert_clean(at)
     assert at.query_params.get("chat") == "True"
+    assert not at.sidebar.dataframe  # the Tokens expander is closed: its table is not drawn
+    at.session_state["x_tokens"] = True  # what opening it does
+    at.run()
+    assert_clean(at)
     captions = " ".join(c.value for c in at.sidebar.caption)
     assert "5 special" in captions, captions
+    assert len(at.sidebar.dataframe) == 1
 
 
 def test_copy_as_code_is_drawn_only_while_open() -> None:

@@ -80,3 +80,12 @@ def test_token_table_marks_special_tokens_and_shows_whitespace(chat_tokenizer) -
     assert "\\n" in table.token.tolist() and any(t.startswith("␣") for t in table.token)
     assert visible("") == "(empty)" and visible(" a\n") == "␣a\\n"
     assert "second BOS" in BOS_RULE
+
+
+def test_invisible_only_names_what_a_prompt_that_draws_nothing_holds() -> None:
+    from ui.sidebar import invisible_only
+
+    assert invisible_only("") == "" and invisible_only("a") == "" and invisible_only("\u200bx\u202e") == ""
+    assert invisible_only("\u202e") == "U+202E RIGHT-TO-LEFT OVERRIDE"
+    assert invisible_only(" \n\t") == "U+0020 SPACE, U+000A LINE FEED, U+0009 TAB"
+    assert invisible_only("\u200b\u200c\u200d\u2060\ufeff\u200b").endswith("and 2 more")  # repeats counted once
