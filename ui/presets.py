@@ -21,11 +21,11 @@ def _apply(values: Mapping[str, Any]) -> None:
 def preset_buttons(presets: Mapping[str, Mapping[str, Any]], key: str, notes: Mapping[str, str] = {}) -> None:
     """One button per preset (``presets``: "quick" / "paper" -> {URL name: value}); a click sets every named control
     before the rerun. ``notes`` says what each preset means (sizes, sources), shown as the button's help."""
-    cols = st.columns([1, 1, 4])
-    for col, (name, values) in zip(cols, presets.items()):
-        col.button(LABELS.get(name, name), key=f"preset_{key}_{name}", on_click=_apply, args=(dict(values),),
+    row = st.container(horizontal=True, vertical_alignment="center")  # side by side, whatever the page width
+    for name, values in presets.items():
+        row.button(LABELS.get(name, name), key=f"preset_{key}_{name}", on_click=_apply, args=(dict(values),),
                    help=notes.get(name))
     current = {name for name, values in presets.items()
                if all(st.session_state.get(f"ls_{k}") == v for k, v in values.items())}
     if current:
-        cols[2].caption("Now: " + ", ".join(LABELS.get(n, n) for n in current) + ".")
+        row.caption("Now: " + ", ".join(LABELS.get(n, n) for n in current) + ".")
