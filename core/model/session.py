@@ -26,6 +26,7 @@ from core.model.executors import LocalExecutor, Pass, PassOutput
 from core.model.hooks import Capture, Captured, Patch, hooked, residual_captures
 from core.model.loading import ModelSpec, eager_attention, load_model
 from core.model.prompts import encode
+from core.model.token_text import readable_token_texts
 from core.validate import NDIF
 from core.progress import Progress, no_progress
 
@@ -138,11 +139,14 @@ class ModelSession:
 
     # -- tokens --------------------------------------------------------------------------------
     def vocab_strings(self) -> list[str]:
-        """[vocab] the decoded text of every token id (computed once)."""
+        """[vocab] the decoded text of every token id, except that a token holding only part of a character's
+        UTF-8 bytes shows those bytes (" \\xe5\\x88", :mod:`core.model.token_text`) where decoding alone gives
+        "�" (computed once)."""
         if self._vocab_strings is None:
             n = self.adapter.d_vocab
             known = len(self.tokenizer)
-            strings = self.tokenizer.batch_decode([[i] for i in range(min(n, known))])
+            strings = readable_token_texts(self.tokenizer,
+                                           self.tokenizer.batch_decode([[i] for i in range(min(n, known))]))
             self._vocab_strings = strings + [f"<unused {i}>" for i in range(known, n)]
         return self._vocab_strings
 

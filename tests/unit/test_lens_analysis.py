@@ -215,7 +215,11 @@ def test_vocab_strings_decode_every_id(session: ModelSession) -> None:
     assert len(vocab) == session.adapter.d_vocab
     ids = session.tokenizer(" Paris", add_special_tokens=False).input_ids
     assert vocab[ids[0]] == " Paris"
-    assert vocab == [session.tokenizer.decode([i]) for i in range(len(vocab))]
+    decoded = [session.tokenizer.decode([i]) for i in range(len(vocab))]
+    # every id decodes to its own text, except the byte tokens that are part of a character (core.model.token_text)
+    assert all(v == d for v, d in zip(vocab, decoded) if "\ufffd" not in d)
+    partial = [v for v, d in zip(vocab, decoded) if "\ufffd" in d]
+    assert partial and all("\ufffd" not in v and "\\x" in v for v in partial)
 
 
 def test_compare_with_an_unrelated_prompt_keeps_every_column(session: ModelSession) -> None:
