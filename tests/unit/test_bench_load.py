@@ -1,4 +1,4 @@
-"""bench/load.py's arithmetic: the CPU list parser and the least time n sessions at once can take."""
+"""bench/load.py's arithmetic: the CPU list parser and how long n sessions' work takes on the cores."""
 
 import importlib.util
 import sys
@@ -35,17 +35,17 @@ def _phase(load, runs: int, server: float, browser: float):
                       cpu={"server": server, "browser": browser, "other": 0.0}, peak_rss=0)
 
 
-def test_least_time_shared_cores(load):
+def test_work_time_shared_cores(load):
     # 4 single sessions used 6 s of server and 18 s of browser CPU: 1.5 + 4.5 = 6 CPU s a session;
     # 8 of them on 2 shared cores need at least 8 * 6 / 2 = 24 s
     single = _phase(load, 4, server=6.0, browser=18.0)
-    assert load.least_time(single, 8, server_cores=2, browser_cores=None) == pytest.approx(24.0)
-    assert load.least_time(single, 1, server_cores=2, browser_cores=None) == pytest.approx(3.0)
+    assert load.work_time(single, 8, server_cores=2, browser_cores=None) == pytest.approx(24.0)
+    assert load.work_time(single, 1, server_cores=2, browser_cores=None) == pytest.approx(3.0)
 
 
-def test_least_time_separate_cores(load):
+def test_work_time_separate_cores(load):
     # the server's 1.5 CPU s a session on its 2 cores (6 s for 8) against the browsers' 4.5 on 14 (about 2.6 s):
     # the slower side bounds it
     single = _phase(load, 4, server=6.0, browser=18.0)
-    assert load.least_time(single, 8, server_cores=2, browser_cores=14) == pytest.approx(6.0)
-    assert load.least_time(single, 8, server_cores=2, browser_cores=2) == pytest.approx(18.0)
+    assert load.work_time(single, 8, server_cores=2, browser_cores=14) == pytest.approx(6.0)
+    assert load.work_time(single, 8, server_cores=2, browser_cores=2) == pytest.approx(18.0)
