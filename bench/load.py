@@ -34,15 +34,16 @@ On a machine with more cores, ``--server-cpus 0,1`` pins the server to two of th
 driver and the browsers to the rest: the target's 2-core server with the browsers elsewhere.
 
 Measured on 2 AMD EPYC cores (2026-12-07), browsers and server on the same two cores: 0 errors and 0 mismatches at
-4 and 8 sessions on both pages and through the websocket sessions; RSS growth -314 MB over 100 prompts (the
-allocator gave memory back); Lens p95 at 8 browser sessions 34.1 s = 9.7x the single-session 3.5 s, so the ratio
-target is missed, and out of reach here: one fresh Lens visit alone costs the server 1.7 CPU seconds and its Chromium
-tab 5.1 (:func:`work_time`), so eight need 27.1 s of the two cores (7.7x single) however the server schedules
-them (at once they needed more). The server alone serves 8 at once with p95 6.2 s (its work: 5.7 s), which with each
-browser on its own machine would make about 8.7 s = 2.5x (an estimate). The first run of this
-benchmark found a real fault: Streamlit's ``runner.postScriptGC`` (a full gc.collect() after every script and
-fragment run, ~0.3 s holding the GIL with the model loaded) starved the jobs while eight pages polled them, so 8
-Extraction sessions at once never finished (timeout after 10 min); it is off in .streamlit/config.toml.
+4 and 8 sessions on both pages and through the websocket sessions; RSS growth -349 MB over 100 prompts (the
+allocator gave memory back); Lens p95 at 8 browser sessions 35.8 s = 8.9x the single-session 4.0 s (an hour earlier
+34.1 s = 9.7x of 3.5 s), so the ratio target is missed, and out of reach here: one fresh Lens visit alone costs the
+server 1.8 CPU seconds and its Chromium tab with the driver 5.9 (:func:`work_time`), so eight need 30.8 s of the two
+cores (7.7x single) however the server schedules them (at once they needed more). The server alone serves 8 at once
+with p95 6.3 s (its work: 5.5 s), which with each browser on its own machine would make about 9.4 s = 2.3x (an
+estimate). The first run of this benchmark found a real fault: Streamlit's ``runner.postScriptGC`` (a full
+gc.collect() after every script and fragment run, ~0.3 s holding the GIL with the model loaded) starved the jobs
+while eight pages polled them, so 8 Extraction sessions at once never finished (timeout after 10 min); it is off in
+.streamlit/config.toml.
 
     .venv/bin/python bench/load.py [--sessions 4 8] [--prompts 100] [--quick] [--env LAYERSCOPE_HOSTED=1]
                                    [--server-cpus 0,1]
